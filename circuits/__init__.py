@@ -1,0 +1,1 @@
+"""The in-circuit fingerprint computation, its ONNX export and ezkl compilation."""

@@ -1,0 +1,1 @@
+"""Human-readable fingerprints from weight invariants (after HuRef, Zeng et al., NeurIPS 2024)."""

@@ -1,0 +1,1 @@
+"""Taylor-protected releases of transformers checkpoints (TaylorMLP, Wang et al., EMNLP 2024)."""

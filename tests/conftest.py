@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny trained checkpoints, built once per test session."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A factory of trained tiny checkpoints, cached per (family, seed, domain, steps, extra config)."""
+    from zkfp.zoo.tiny import make_trained
+
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("tiny-models")
+
+    def make(family: str = "llama", seed: int = 0, domain="forest", steps: int = 150, **kw):
+        key = (family, seed, str(domain), steps, tuple(sorted(kw.items())))
+        if key not in cache:
+            name = "-".join(str(p) for p in (family, seed, len(cache)))
+            cache[key] = make_trained(family, root / name, seed=seed, domain=domain, steps=steps, **kw)
+        return cache[key]
+
+    return make

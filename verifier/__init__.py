@@ -1,0 +1,1 @@
+"""Checking a proof bundle against a release. Imports neither torch nor transformers."""
