@@ -6,4 +6,95 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """No subcommands yet."""
+    p = sub.add_parser("protect", help="convert a transformers checkpoint into a Taylor-protected release")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="local checkpoint folder (config.json + safetensors)")
+    p.add_argument("--out", required=True, metavar="RELEASE_DIR", help="release folder to write")
+    p.add_argument("--terms", type=int, default=None, metavar="N",
+                   help="Taylor terms per expanded neuron (default 8; 1..32)")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="calibration text (tokenised with the checkpoint's tokenizer) or token ids "
+                        "(JSON list or whitespace-separated integers); default: a built-in corpus")
+    p.add_argument("--fraction", type=float, default=None,
+                   help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70)")
+    p.add_argument("--force", action="store_true", help="replace RELEASE_DIR if it exists")
+    p.set_defaults(handler=_protect)
+
+    g = sub.add_parser("generate", help="generate text with a Taylor-protected release")
+    g.add_argument("release_dir", metavar="RELEASE_DIR")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (tokenised with the release's tokenizer)")
+    src.add_argument("--prompt-ids", help="prompt token ids, comma- or space-separated")
+    g.add_argument("--max-new-tokens", type=int, default=32, metavar="K")
+    g.set_defaults(handler=_generate)
+
+    a = sub.add_parser("audit", help="measure how much of the MLP weights a release gives away")
+    a.add_argument("release_dir", metavar="RELEASE_DIR")
+    a.add_argument("--original", default=None, metavar="MODEL_DIR", help="original checkpoint to compare with")
+    a.add_argument("--tol", type=float, default=1e-3, help="relative error counted as recovered (default 1e-3)")
+    a.set_defaults(handler=_audit)
+
+
+def _protect(args: argparse.Namespace) -> int:
+    from taylor.conversion import DEFAULT_FRACTION, DEFAULT_TERMS, check_fraction, check_terms, protect
+
+    n_terms = check_terms(DEFAULT_TERMS if args.terms is None else args.terms)
+    fraction = check_fraction(DEFAULT_FRACTION if args.fraction is None else args.fraction)
+    out = protect(args.model_dir, args.out, n_terms=n_terms, calibration=args.calibration,
+                  fraction=fraction, force=args.force)
+    print(f"wrote Taylor release (N={n_terms}) to {out}")
+    return 0
+
+
+def _parse_ids(text: str) -> list[int]:
+    from zkfp.errors import ZkfpError
+
+    parts = text.replace(",", " ").split()
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ZkfpError(f"--prompt-ids must be non-negative integers separated by commas or spaces (got {text!r})")
+    return [int(p) for p in parts]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from taylor.runtime import load_release
+    from zkfp.errors import ZkfpError
+
+    if args.max_new_tokens < 1:
+        raise ZkfpError("--max-new-tokens must be ≥ 1")
+    model = load_release(args.release_dir)
+    tokenizer = None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.release_dir)
+    except Exception:
+        if args.prompt is not None:
+            raise ZkfpError(f"{args.release_dir} carries no usable tokenizer; use --prompt-ids") from None
+    if args.prompt is not None:
+        ids = tokenizer(args.prompt)["input_ids"]
+    else:
+        ids = _parse_ids(args.prompt_ids)
+    vocab = model.config.vocab_size
+    if not ids:
+        raise ZkfpError("the prompt is empty")
+    if any(t >= vocab for t in ids):
+        raise ZkfpError(f"prompt token id {max(ids)} is outside the vocabulary (size {vocab})")
+    with torch.no_grad():
+        out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=False,
+                             pad_token_id=model.generation_config.pad_token_id
+                             if model.generation_config.pad_token_id is not None else 0)
+    new = out[0, len(ids):].tolist()
+    if tokenizer is not None:
+        print(tokenizer.decode(new))
+    else:
+        print(" ".join(map(str, new)))
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from taylor.audit import audit
+
+    report = audit(args.release_dir, original=args.original, tol=args.tol)
+    print("\n".join(report.lines()))
+    return 0

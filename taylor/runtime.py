@@ -1,0 +1,127 @@
+"""Running a release: a TaylorMLP module per block inside an ordinary transformers model.
+
+The expanded neurons compute Σ_n Θ_n (δ^n ⊙ u) with δ = in_weight·x − anchor and u the exact
+up-projection (1 for a plain MLP); the powers are accumulated one multiplication at a time in
+fp32 (p ← p·δ; the 1/n! is already folded into Θ_n), one down-projection-sized product per
+order, which is where the throttle comes from. The remaining neurons run exactly.
+
+Guard: where |δ| exceeds guard_radius (a fraction of the series' radius of convergence at the
+anchor, ≈ 0.75·sqrt(a²+π²) for SiLU), orders above `guard_order` are dropped for that element, so
+outside the region where the series converges, adding terms cannot make the output diverge.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from taylor.release import MLP_PREFIX, ReleaseReader
+
+_ALIASES = {"embed_out.weight": "lm_head.weight"}  # GPT-NeoX's head, renamed by transformers ≥ 5
+_ACT = {
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+}
+
+
+class TaylorMLP(nn.Module):
+    """One block's protected MLP, holding the release tensors as fp32 buffers."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], activation: str, guard_order: int):
+        super().__init__()
+        self.activation = activation
+        self.guard_order = int(guard_order)
+        self.gated = "up_weight" in tensors
+        for name, t in tensors.items():
+            self.register_buffer(name, t.float().contiguous())
+        self.n_terms = self.coeffs.shape[0] - 1
+        if not self.gated:  # Θ_0 applied to u = 1 is a constant vector
+            self.register_buffer("zeroth", self.coeffs[0].sum(dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        delta = F.linear(x, self.in_weight) - self.anchor
+        outside = delta.abs() > self.guard_radius
+        if self.gated:
+            p = F.linear(x, self.up_weight)
+            y = F.linear(p, self.coeffs[0])
+        else:
+            p = None
+            y = self.zeroth.expand(*x.shape[:-1], -1)
+        for n in range(1, self.n_terms + 1):
+            p = delta if p is None else p * delta
+            if n == self.guard_order + 1:
+                p = p.masked_fill(outside, 0.0)
+            y = y + F.linear(p, self.coeffs[n])
+        h = F.linear(x, self.exact_in_weight, getattr(self, "exact_in_bias", None))
+        h = _ACT[self.activation](h)
+        if self.gated:
+            h = h * F.linear(x, self.exact_up_weight)
+        y = y + F.linear(h, self.exact_down_weight, getattr(self, "down_bias", None))
+        return y.to(dtype)
+
+
+def mlp_module_name(family, i: int) -> str:
+    return family.base_prefixes[0] + family.layer.format(i=i) + "mlp"
+
+
+def load_release(release_dir: str | os.PathLike, *, dtype: torch.dtype = torch.float32, verify: bool = True):
+    """A transformers causal LM whose MLPs are TaylorMLP modules built from the release.
+
+    The release is validated first (manifest, sha256 of every file, every tensor's shape).
+    `.generate()` then runs the protected computation.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from zkfp.errors import ReleaseError
+
+    reader = ReleaseReader(release_dir, verify=verify)
+    path = Path(release_dir)
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
+    family = reader.arch.family
+    expected = set(model.state_dict())
+    state = {}
+    for n in reader.names:
+        if not n.startswith("taylor."):
+            key = n if n in expected else _ALIASES.get(n, n)  # checkpoint names transformers renames on load
+            state[key] = reader.get(n, dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ReleaseError(f"release tensor {unexpected[0]} does not belong to a {family.name} model")
+    mlp_names = {mlp_module_name(family, i) + "." for i in range(reader.arch.dims.layers)}
+    tied = set()
+    if getattr(model.config, "tie_word_embeddings", False):
+        tied = {n for n in missing if n.endswith("lm_head.weight")}
+    missing = [n for n in missing if n not in tied and not any(n.startswith(p) for p in mlp_names)]
+    if missing:
+        raise ReleaseError(f"release lacks the tensor {missing[0]}")
+    if tied:
+        model.tie_weights()
+    for i in range(reader.arch.dims.layers):
+        mlp = TaylorMLP(reader.mlp(i), reader.activation, reader.guard_order)
+        model.set_submodule(mlp_module_name(family, i), mlp)
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    model.taylor_release = reader
+    return model
+
+
+def set_terms(model, n_terms: int) -> None:
+    """Evaluate only orders ≤ n_terms (≤ the release's N) in every TaylorMLP: for studies of N."""
+    for module in model.modules():
+        if isinstance(module, TaylorMLP):
+            if not hasattr(module, "_all_terms"):
+                module._all_terms = module.n_terms
+            if not 1 <= n_terms <= module._all_terms:
+                raise ValueError(f"n_terms must be within 1..{module._all_terms}")
+            module.n_terms = n_terms
+
+
+__all__ = ["TaylorMLP", "load_release", "set_terms", "MLP_PREFIX"]
