@@ -103,14 +103,18 @@ def _open_release(path: Path):
 
 
 def open_source(path: str | os.PathLike):
+    """A Taylor release (a folder whose manifest.json says so) or a transformers checkpoint."""
+    import json
+
     path = Path(path)
-    if (path / "manifest.json").is_file() and not (path / "config.json").is_file():
-        return _open_release(path)
-    if (path / "manifest.json").is_file():
+    manifest = path / "manifest.json"
+    if manifest.is_file():
         try:
-            return _open_release(path)
-        except FingerprintError:
-            pass
+            is_release = json.loads(manifest.read_text()).get("format") == "zkfp-taylor-release"
+        except (ValueError, OSError, AttributeError):
+            is_release = not (path / "config.json").is_file()
+        if is_release or not (path / "config.json").is_file():
+            return _open_release(path)  # a broken release manifest is reported by ReleaseReader
     return _CheckpointSource(path)
 
 

@@ -277,3 +277,27 @@ def test_shipped_encoder_weights_match_the_spec():
     torch.testing.assert_close(w["projection"], projection_matrix(n), rtol=0, atol=0)
     assert w["projection"].shape == (spec.M_DIM, n)
     assert sum(t.numel() for k, t in w.items() if k.startswith("mlp.")) < 110_000
+
+
+def test_cli_on_a_release_and_refusals(llama, tmp_path):
+    taylor = pytest.importorskip("taylor")
+    release = taylor.protect(llama, tmp_path / "release")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zkfp.cli", *a], capture_output=True, text=True)  # noqa: E731
+    assert run("fingerprint", str(release), "--out", str(tmp_path / "r.json")).returncode == 0
+    assert run("fingerprint", str(llama), "--out", str(tmp_path / "m.json")).returncode == 0
+    out = json.loads(run("compare", str(tmp_path / "r.json"), str(tmp_path / "m.json"), "--json").stdout)
+    assert out["verdict"] == "same-lineage" and out["similarity"] >= 99.9
+    data = json.loads((tmp_path / "m.json").read_text())
+    data["token_ids"] = list(reversed(data["token_ids"]))
+    (tmp_path / "other-tokens.json").write_text(json.dumps(data))
+    r = run("compare", str(tmp_path / "m.json"), str(tmp_path / "other-tokens.json"))
+    assert r.returncode != 0 and "different token lists" in r.stderr
+    data = json.loads((tmp_path / "m.json").read_text())
+    data["spec"]["version"] = "zkfp-fp/999"
+    (tmp_path / "other-spec.json").write_text(json.dumps(data))
+    r = run("compare", str(tmp_path / "m.json"), str(tmp_path / "other-spec.json"))
+    assert r.returncode != 0 and "different spec versions" in r.stderr
+    data["spec"]["version"], data["token_ids"] = spec.SPEC_VERSION, [10**6] * spec.K_TOKENS
+    (tmp_path / "bad-ids.json").write_text(json.dumps(data))
+    r = run("fingerprint", str(llama), "--out", str(tmp_path / "x.json"), "--tokens-from", str(tmp_path / "bad-ids.json"))
+    assert r.returncode != 0 and "outside the model's vocabulary" in r.stderr
