@@ -68,6 +68,45 @@ def compare_generation(source: Path, release: Path, new_tokens: int = 32) -> dic
             "example": example}
 
 
+def make_relatives(source: Path, out_dir: Path) -> dict[str, Path]:
+    """An offspring (the source trained further on other text) and an unrelated model (another seed)."""
+    from transformers import AutoModelForCausalLM
+
+    from zkfp.zoo import corpus, embedded, tiny
+
+    offspring = AutoModelForCausalLM.from_pretrained(source)
+    tiny.train(offspring, tiny.encode(corpus.generate("harbor", 1500, seed=11)), steps=100, lr=1e-3, seed=11)
+    spec = dict(embedded.SPEC)
+    unrelated = tiny.build(spec.pop("family"), seed=embedded.SEED + 1, **spec)
+    tiny.train(unrelated, tiny.encode(corpus.generate(embedded.DOMAINS, 3000, seed=12)), steps=300, seed=12)
+    return {"offspring": tiny.save(offspring, out_dir / "models" / "offspring"),
+            "unrelated": tiny.save(unrelated, out_dir / "models" / "unrelated")}
+
+
+def fingerprint_all(models: dict[str, Path], out_dir: Path) -> dict:
+    """Fingerprint every model on one token list; write FP.json + PNG each and a side-by-side sheet."""
+    from PIL import Image, ImageDraw
+
+    from fingerprint import extract as E
+    from fingerprint.render import render
+
+    fps, tiles = {}, []
+    for name, path in models.items():
+        ids = next(iter(fps.values())).token_ids if fps else None
+        fps[name] = fp = E.extract(path, token_ids=ids)
+        E.save(fp, out_dir / f"{name}.fp.json")
+        image = render(fp.v)
+        image.save(out_dir / f"{name}.png")
+        tiles.append((name, image))
+    side = tiles[0][1].width
+    sheet = Image.new("RGB", (side * len(tiles), side + 24), "white")
+    for col, (name, image) in enumerate(tiles):
+        sheet.paste(image, (col * side, 24))
+        ImageDraw.Draw(sheet).text((col * side + 6, 6), name, fill="black")
+    sheet.save(out_dir / "fingerprints.png")
+    return fps
+
+
 def run(out: str) -> int:
     from transformers.utils import logging as hf_logging
 
@@ -90,4 +129,15 @@ def run(out: str) -> int:
     console.print(f"  agreement {100 * gen['agreement']:.1f} % of {gen['tokens']} tokens; "
                   f"{gen['ms_per_token_original']:.2f} → {gen['ms_per_token_release']:.2f} ms/token "
                   f"(slowdown ×{gen['slowdown']:.1f})")
+
+    from fingerprint.compare import compare
+
+    with _timed("zoo: an offspring (trained further on harbour text) and an unrelated seed twin"):
+        relatives = make_relatives(source, out_dir)
+    with _timed("fingerprint: source, release, offspring, unrelated"):
+        fps = fingerprint_all({"source": source, "release": release, **relatives}, out_dir)
+    for name in ("release", "offspring", "unrelated"):
+        result = compare(fps["source"], fps[name])
+        console.print(f"  source vs {name:<9} similarity {result['similarity']:7.2f}  → {result['verdict']}")
+    console.print(f"  images: {out_dir / 'fingerprints.png'}")
     return 0
