@@ -23,7 +23,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_SUBMODULES = ("audit", "conversion", "effective", "jets", "release", "runtime")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"taylor.{name}")
     if name in _EXPORTS:
         module = importlib.import_module(_EXPORTS[name])
         return getattr(module, name)

@@ -101,5 +101,6 @@ def audit(release: str | os.PathLike | ReleaseReader, original: str | os.PathLik
             entry.rel_error = float((got - truth).norm() / truth.norm().clamp_min(1e-30))
             entry.max_col_error = float(col.max()) if col.numel() else 0.0
         report.layers.append(entry)
+        reader.close()  # keep one layer's mapped pages resident, not the whole release
     report.seconds = time.perf_counter() - start
     return report

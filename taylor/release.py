@@ -132,7 +132,10 @@ class ReleaseReader:
         if not 1 <= self.n_terms <= MAX_TERMS:
             raise ReleaseError(f"release n_terms {self.n_terms} is outside 1..{MAX_TERMS}")
         self._check_files(verify)
-        self._check_tensors()
+        try:
+            self._check_tensors()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReleaseError(f"release manifest is missing or has a malformed field: {exc}") from None
         self._handles: dict[str, object] = {}
 
     # -- validation ----------------------------------------------------------------------
@@ -227,6 +230,10 @@ class ReleaseReader:
             self._handles[file_name] = safe_open(self.path / file_name, framework="pt")
         tensor = self._handles[file_name].get_tensor(name)  # type: ignore[attr-defined]
         return tensor if dtype is None else tensor.to(dtype)
+
+    def close(self) -> None:
+        """Drop the open (memory-mapped) files; later reads reopen them."""
+        self._handles.clear()
 
     def files(self) -> list[Path]:
         return [self.path / n for n in sorted(self._files)]

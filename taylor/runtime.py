@@ -86,11 +86,14 @@ def load_release(release_dir: str | os.PathLike, *, dtype: torch.dtype = torch.f
     config = AutoConfig.from_pretrained(path)
     model = AutoModelForCausalLM.from_config(config).to(dtype).eval()
     family = reader.arch.family
-    expected = set(model.state_dict())
+    expected = model.state_dict()
     state = {}
     for n in reader.names:
         if not n.startswith("taylor."):
             key = n if n in expected else _ALIASES.get(n, n)  # checkpoint names transformers renames on load
+            if key in expected and tuple(expected[key].shape) != reader.shape(n):
+                raise ReleaseError(f"tensor {n} has shape {reader.shape(n)}, the config implies "
+                                   f"{tuple(expected[key].shape)}")
             state[key] = reader.get(n, dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:

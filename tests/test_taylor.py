@@ -353,3 +353,15 @@ def test_effective_down_matches_the_original(released):
         up = orig.linear(orig.family.up, i)
         torch.testing.assert_close(eff.up, up.weight)
         torch.testing.assert_close(eff.up_bias, up.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_attention_tensor_of_the_wrong_shape_is_named_even_with_a_consistent_manifest(released, tmp_path):
+    rel = released("llama")[1]
+    name = "model.layers.1.self_attn.q_proj.weight"
+    dst = _copy(rel, tmp_path)
+    _resave(dst, "layer-00001.safetensors", lambda t: t.update({name: t[name][:-1].clone()}))
+    m = json.loads((dst / "manifest.json").read_text())
+    m["tensors"][name]["shape"][0] -= 1
+    (dst / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ReleaseError, match=f"tensor {name} has shape .* the config implies"):
+        load_release(dst)
