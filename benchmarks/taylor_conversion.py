@@ -8,7 +8,7 @@ a temp dir, then, each step in a fresh subprocess so its peak RSS (VmHWM) is its
   audit      the algebraic inversion of every layer, compared with the original
 and compares with the checkpoint's size and its largest layer's.
 
-    python benchmarks/taylor_conversion.py [--hidden 1024 --layers 12 --intermediate 2816 --terms 8]
+    python benchmarks/taylor_conversion.py [--hidden 1024 --layers 12 --intermediate 2816 --terms 12]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--intermediate", type=int, default=2816)
-    ap.add_argument("--terms", type=int, default=8)
+    ap.add_argument("--terms", type=int, default=12)
     args = ap.parse_args()
 
     from zkfp.zoo.tiny import build, save

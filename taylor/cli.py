@@ -10,7 +10,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="local checkpoint folder (config.json + safetensors)")
     p.add_argument("--out", required=True, metavar="RELEASE_DIR", help="release folder to write")
     p.add_argument("--terms", type=int, default=None, metavar="N",
-                   help="Taylor terms per expanded neuron (default 8; 1..32)")
+                   help="Taylor terms per expanded neuron (default 12; 1..32)")
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="calibration text (tokenised with the checkpoint's tokenizer) or token ids "
                         "(JSON list or whitespace-separated integers); default: a built-in corpus")

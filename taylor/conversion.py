@@ -27,7 +27,7 @@ from taylor import jets
 from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TERMS, SIDE_FILES, MlpLayout,
                             layer_file, mlp_key)
 
-DEFAULT_TERMS = 8
+DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70
 GUARD_ORDER = 2          # beyond the guard radius only orders ≤ 2 are evaluated
 GUARD_SCALE = 0.75       # guard radius = 0.75 × the series' radius of convergence at the anchor
@@ -66,7 +66,7 @@ def check_terms(n_terms: int) -> int:
     if n_terms > MAX_TERMS:
         raise ZkfpError(
             f"--terms {n_terms} is too large (max {MAX_TERMS}): each term adds a full down-projection-sized "
-            f"matrix to the release and to every token's compute, and beyond ~12 terms the fp32 evaluation "
+            f"matrix to the release and to every token's compute, and beyond ~16 terms the fp32 evaluation "
             f"no longer gains accuracy"
         )
     return n_terms

@@ -52,7 +52,6 @@ MLP_PREFIX = "taylor.layers.{i}."
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
               "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model", "added_tokens.json",
               "chat_template.jinja")
-_DTYPE_NAMES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64"}
 
 
 def layer_file(i: int) -> str:
@@ -108,8 +107,6 @@ class ReleaseReader:
             raise ReleaseError(f"release folder does not exist: {self.path}")
         try:
             self.manifest: dict = read_json(self.path / MANIFEST, "release manifest")
-        except ReleaseError:
-            raise
         except ZkfpError as exc:
             raise ReleaseError(str(exc)) from None
         m = self.manifest

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from taylor.release import MLP_PREFIX, ReleaseReader
+from taylor.release import ReleaseReader
 
 _ALIASES = {"embed_out.weight": "lm_head.weight"}  # GPT-NeoX's head, renamed by transformers ≥ 5
 _ACT = {
@@ -127,4 +127,4 @@ def set_terms(model, n_terms: int) -> None:
             module.n_terms = n_terms
 
 
-__all__ = ["TaylorMLP", "load_release", "set_terms", "MLP_PREFIX"]
+__all__ = ["TaylorMLP", "load_release", "set_terms"]

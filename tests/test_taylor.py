@@ -310,7 +310,7 @@ def test_existing_output_needs_force_and_failures_leave_nothing(tiny_models, tmp
     monkeypatch.undo()
 
     protect(ckpt, out, force=True)
-    assert not (out / "keep.txt").exists() and ReleaseReader(out).n_terms == 8
+    assert not (out / "keep.txt").exists() and ReleaseReader(out).n_terms == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
 
 
