@@ -1,0 +1,135 @@
+"""The circuit's shape: everything that decides the compiled circuit, and nothing else.
+
+numpy-free and torch-free on purpose: the verifier imports this module (to know the order and
+shapes of the committed inputs) and must not pull in torch.
+
+Two releases with the same `CircuitShape` share one compiled circuit and one key pair (the
+cache in `circuits.pipeline` is keyed by `CircuitShape.key()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+CIRCUIT_VERSION = "zkfp-circuit/1"
+EZKL_VERSION = "23.0.5"
+# Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
+# neurons (least squares over these orders: W_d[:, j] = Σ_n c_n(a_j) Θ_n[:, j] / Σ_n c_n(a_j)²).
+# SiLU's c_1 vanishes only at a ≈ -1.28 where c_2 ≈ 0.11, so {1, 2} is well conditioned on the
+# anchors' usual range; the per-neuron weights are public (computed from the anchors).
+DEFAULT_ORDERS = (1, 2)
+# Fixed-point scale of every committed input (value ≈ int / 2^INPUT_SCALE), chosen analytically:
+# weights and embeddings of trained models are O(1e-2..1), so 2^-10 keeps the per-entry error
+# of the terms ~1e-3 relative (measured), while the deepest product (M_f: 9 factors, scale 90)
+# stays inside i128 and, rescaled once to 6·10 = 60, inside the 2^70 range check (5 legs).
+INPUT_SCALE = 10
+PARAM_SCALE = 10
+# The largest circuit we let this machine attempt (2 cores, ~23 GB: k=21 needs ~19 GB to prove).
+MAX_LOGROWS = 20
+DECOMP_BASE = 16384
+DECOMP_LEGS = 5
+NUM_INNER_COLS = 2
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    expanded: int   # |S|: neurons released as Taylor coefficients
+    exact: int      # |F|: neurons released in the clear
+
+
+@dataclass(frozen=True)
+class CircuitShape:
+    k: int                  # selected tokens
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    layers: tuple[LayerShape, ...]  # the last L layers, in order
+    m: int                  # length of v
+    activation: str = "silu"
+    orders: tuple[int, ...] = DEFAULT_ORDERS
+    encoder: str = "gaussian-projection/1"
+    input_scale: int = INPUT_SCALE
+    param_scale: int = PARAM_SCALE
+    num_inner_cols: int = NUM_INNER_COLS
+    decomp_base: int = DECOMP_BASE
+    decomp_legs: int = DECOMP_LEGS
+    version: str = CIRCUIT_VERSION
+    ezkl_version: str = EZKL_VERSION
+    extra: tuple = field(default=())
+
+    # -- identity -------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["layers"] = [asdict(l) for l in self.layers]
+        d["orders"] = list(self.orders)
+        d["extra"] = list(self.extra)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CircuitShape":
+        d = dict(d)
+        d["layers"] = tuple(LayerShape(**l) for l in d["layers"])
+        d["orders"] = tuple(d["orders"])
+        d["extra"] = tuple(d.get("extra", ()))
+        return cls(**d)
+
+    def key(self) -> str:
+        """Cache key: a hash of everything that decides the circuit (incl. the ezkl version)."""
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:24]
+
+    # -- inputs ---------------------------------------------------------------------------
+    def input_specs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape) of every committed circuit input, in the ONNX input order."""
+        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        out: list[tuple[str, tuple[int, ...]]] = [("tokens", (self.k, h))]
+        for i, l in enumerate(self.layers):
+            p = f"l{i}."
+            out += [
+                (p + "attn_gain", (h,)), (p + "q", (q, h)), (p + "k", (kv, h)), (p + "v", (kv, h)),
+                (p + "o", (h, q)), (p + "mlp_gain", (h,)),
+                (p + "gate_s", (l.expanded, h)), (p + "up_s", (l.expanded, h)),
+                (p + "coeffs_s", (len(self.orders), h, l.expanded)), (p + "lsq_s", (len(self.orders), l.expanded)),
+                (p + "gate_f", (l.exact, h)), (p + "up_f", (l.exact, h)), (p + "down_f", (h, l.exact)),
+            ]
+        return out
+
+    def n_inputs(self) -> int:
+        return len(self.input_specs())
+
+    def weight_elements(self) -> int:
+        """Elements of release tensors the circuit reads (the public per-neuron weights excluded)."""
+        n = 0
+        for name, shape in self.input_specs():
+            if not name.endswith("lsq_s"):
+                size = 1
+                for s in shape:
+                    size *= s
+                n += size
+        return n
+
+    # -- cost -----------------------------------------------------------------------------
+    def estimate_rows(self) -> int:
+        """Circuit rows predicted from the shapes alone (fitted on ezkl 23.0.5 measurements).
+
+        Committed inputs cost one cell each; einsums cost about one cell per output element
+        (Freivalds' check, no rescaling of intermediates); M_f of each layer is rescaled
+        once (≈ 47 cells per element). Measured: embedded model 104,496 rows, estimate ~107 K.
+        """
+        cells = self.weight_elements() + sum(
+            len(self.orders) * l.expanded for l in self.layers)
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for l in self.layers:
+            outs = self.k * (2 * q + 2 * kv) + 3 * self.k * (l.expanded + l.exact) + 3 * self.k * self.k
+            cells += 2 * outs
+        cells += len(self.layers) * self.k * self.k * 47  # M_f is the one term rescaled
+        cells += 20_000
+        return cells // self.num_inner_cols
+
+    def estimate_logrows(self) -> int:
+        rows = max(self.estimate_rows(), self.decomp_base * 2)
+        return max(15, (rows - 1).bit_length())

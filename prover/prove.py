@@ -1,0 +1,182 @@
+"""Prove that a release's fingerprint was computed honestly; write the bundle.
+
+Bundle folder (written atomically):
+  manifest.json     format/version, ezkl version, circuit (shape, key), release identity
+                    (sha256 per file), token ids, v (floats), the public outputs (terms) as
+                    field elements, the proofs, the SRS identity (logrows, sha256, dev|ceremony)
+  proof.json        the ezkl proof (public outputs = the invariant terms; inputs = polycommit)
+  vk.key            verification key
+  settings.json     ezkl circuit settings
+  fingerprint.png   fingerprint.render of v
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from zkfp.errors import ZkfpError
+from zkfp.files import atomic_output_dir, sha256_file, write_json
+
+BUNDLE_FORMAT = "zkfp-proof-bundle"
+BUNDLE_VERSION = 1
+MIN_COSINE = 0.99
+
+
+def projection_matrix(n: int, m: int) -> np.ndarray:
+    """The spec encoder's projection P (m × n), exactly as fingerprint.encoder uses it."""
+    from circuits.projection import load_projection
+
+    return load_projection(n, m)
+
+
+def _progress(enabled: bool):
+    if not enabled:
+        class _Null:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *a):
+                return False
+
+            def step(self, text):
+                pass
+        return _Null()
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    class _Rich:
+        def __init__(self):
+            self.p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                              TimeElapsedColumn(), transient=False)
+            self.task = None
+
+        def __enter__(self):
+            self.p.__enter__()
+            self.task = self.p.add_task("proving", total=7)
+            return self
+
+        def __exit__(self, *a):
+            return self.p.__exit__(*a)
+
+        def step(self, text):
+            self.p.update(self.task, description=text, advance=1)
+    return _Rich()
+
+
+def felt_to_float(felt: str, scale: int) -> float:
+    import ezkl
+
+    return float(ezkl.felt_to_float(felt, scale))
+
+
+def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool = True,
+          force: bool = False, timings: dict | None = None) -> Path:
+    """Prove the fingerprint of the release in `release_dir`; write the bundle to `out_dir`."""
+    import ezkl
+    import torch
+
+    from circuits import pipeline
+    from circuits import srs as srs_mod
+    from circuits.finish import v_from_terms
+    from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.model import float_fingerprint
+    from fingerprint import render
+    from fingerprint import spec as fspec
+    from taylor.release import ReleaseReader
+
+    if srs is None and not dev_srs:
+        raise ZkfpError("no SRS: pass --srs FILE (a ceremony SRS, e.g. kzg17.srs) or --dev-srs "
+                        "(an insecure local SRS, for tests only)")
+    timings = {} if timings is None else timings
+    release_dir, out_dir = Path(release_dir), Path(out_dir)
+    if out_dir.exists() and not force:
+        raise ZkfpError(f"output exists: {out_dir} (pass --force to replace it)")
+    with _progress(progress) as bar:
+        bar.step("reading release")
+        checked = ReleaseReader(release_dir, verify=True)  # hashes, shapes, format
+        release_files = {p.name: sha256_file(p) for p in checked.files()}
+        release_files["manifest.json"] = sha256_file(release_dir / "manifest.json")
+        rel = Release(release_dir)
+        shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
+        pipeline.check_fits(shape)
+        token_ids = fspec.select_tokens(rel.vocab(), shape.k)
+        inputs = release_inputs(rel, shape, token_ids)
+
+        bar.step("compiling circuit (cached by shape)")
+        t = time.perf_counter()
+        circuit = pipeline.build(shape, inputs)
+        timings["compile_s"] = time.perf_counter() - t
+        logrows = circuit.logrows
+        info = srs_mod.ceremony_srs(srs, logrows) if srs is not None else srs_mod.dev_srs(logrows)
+
+        bar.step(f"setup (logrows {logrows}, cached by shape and SRS)")
+        t = time.perf_counter()
+        keys = pipeline.keys(circuit, info)
+        timings["setup_s"] = time.perf_counter() - t
+
+        work = Path(os.environ.get("TMPDIR", "/tmp")) / f"zkfp-prove-{os.getpid()}-{time.time_ns()}"
+        work.mkdir(parents=True)
+        try:
+            bar.step("witness")
+            (work / "input.json").write_text(pipeline.input_json(inputs))
+            t = time.perf_counter()
+            witness = ezkl.gen_witness(str(work / "input.json"), str(circuit.compiled), str(work / "witness.json"),
+                                       vk_path=str(keys.vk), srs_path=str(info.path))
+            timings["witness_s"] = time.perf_counter() - t
+            bar.step("proving")
+            t = time.perf_counter()
+            ezkl.prove(witness=str(work / "witness.json"), model=str(circuit.compiled), pk_path=str(keys.pk),
+                       proof_path=str(work / "proof.json"), srs_path=str(info.path))
+            timings["prove_s"] = time.perf_counter() - t
+            bar.step("checking")
+            ezkl.verify(proof_path=str(work / "proof.json"), settings_path=str(circuit.settings),
+                        vk_path=str(keys.vk), srs_path=str(info.path))
+            settings = circuit.settings_json()
+            out_scale = int(settings["model_output_scales"][0])
+            proof = json.loads((work / "proof.json").read_text())
+            n_in = len(proof["instances"][0])
+            outputs = witness["outputs"][0]
+            if proof["instances"][0][-len(outputs):] != outputs:
+                raise ZkfpError("internal error: the proof's public outputs are not the witness outputs")
+            terms = np.array([felt_to_float(f, out_scale) for f in outputs])
+            P = projection_matrix(terms.size, shape.m)
+            v = v_from_terms(terms, shape, P)
+            v_float = np.asarray(float_fingerprint(shape, torch.from_numpy(P), inputs))
+            cos = float(v @ v_float / (np.linalg.norm(v) * np.linalg.norm(v_float)))
+            if not cos >= MIN_COSINE:
+                raise ZkfpError(f"the proven v disagrees with the float fingerprint (cosine {cos:.4f} < "
+                                f"{MIN_COSINE}): the circuit's fixed-point scales do not suit this model")
+
+            bar.step("writing bundle")
+            with atomic_output_dir(out_dir, force=force) as tmp:
+                shutil.copyfile(work / "proof.json", tmp / "proof.json")
+                shutil.copyfile(keys.vk, tmp / "vk.key")
+                shutil.copyfile(circuit.settings, tmp / "settings.json")
+                render.save_png(list(map(float, v)), tmp / "fingerprint.png")
+                manifest = {
+                    "format": BUNDLE_FORMAT,
+                    "format_version": BUNDLE_VERSION,
+                    "ezkl_version": ezkl.__version__,
+                    "circuit": {"key": shape.key(), "shape": shape.to_json(), "n_instances": n_in,
+                                "output_scale": out_scale, "compiled_sha256": sha256_file(circuit.compiled)},
+                    "fingerprint_spec": fspec.spec_dict(k=shape.k, layers=len(shape.layers), m=shape.m),
+                    "release": {"files": release_files},
+                    "token_ids": token_ids,
+                    "v": [float(x) for x in v],
+                    "outputs_felts": outputs,
+                    "float_cosine": cos,
+                    "proofs": [{"proof": "proof.json", "vk": "vk.key", "settings": "settings.json",
+                                "sha256": {n: sha256_file(tmp / n) for n in ("proof.json", "vk.key", "settings.json")}}],
+                    "png": {"file": "fingerprint.png", "sha256": sha256_file(tmp / "fingerprint.png")},
+                    "srs": info.identity(logrows),
+                }
+                write_json(tmp / "manifest.json", manifest)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    timings["cosine"] = cos
+    return out_dir

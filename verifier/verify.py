@@ -1,0 +1,341 @@
+"""Check a proof bundle against the verifier's own copy of the release.
+
+numpy, safetensors, Pillow and ezkl only: no torch, no transformers.
+
+`ezkl.verify` alone checks none of the instance values nor the commitments; every binding
+below is ours:
+  1. bundle format, versions (bundle format, ezkl), files present and well-formed;
+  2. the release: sha256 of every file of the verifier's copy equals the bundle's record;
+     the token ids are the spec's public choice for its vocabulary; the circuit shape
+     recomputed from the release equals the bundle's;
+  3. the SRS: a dev SRS is refused unless allowed;
+  4. the settings are the ones this circuit shape requires (visibility, scales, instances);
+  5. the commitments: the verifier quantises its own release tensors exactly as ezkl does,
+     commits them (kzg_commit), swaps them into a copy of the proof and verifies: a proof made
+     from any other weights fails;
+  6. the proof verifies under the bundle's key (after the swap, so 5 and 6 are one check);
+  7. the public outputs of the proof, decoded, give the manifest's v (recomputed with numpy);
+  8. re-rendering v gives the bundle's PNG byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BUNDLE_FORMAT = "zkfp-proof-bundle"
+BUNDLE_VERSION = 1
+MAX_JSON = 64 << 20
+V_TOL = 1e-6
+BUNDLE_FILES = ("manifest.json", "proof.json", "vk.key", "settings.json", "fingerprint.png")
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    status: str                    # "valid", "invalid", "unusable"
+    reasons: list[str] = field(default_factory=list)
+    v: list[float] | None = None
+    checks: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "status": self.status, "reasons": self.reasons, "v": self.v, "checks": self.checks}
+
+
+class _Unusable(Exception):
+    pass
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise _Unusable(f"{what} is missing: {path.name}")
+    if path.stat().st_size > MAX_JSON:
+        raise _Unusable(f"{what} is too large: {path.name}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Unusable(f"{what} is not valid JSON ({exc})") from None
+
+
+def _sha(path: Path) -> str:
+    from zkfp.files import sha256_file
+
+    return sha256_file(path)
+
+
+def felt_to_quantised(values: np.ndarray, scale: int) -> list[str]:
+    """Quantise floats exactly as ezkl does for an input at `scale` and encode as field elements.
+
+    ezkl: int = round(x · 2^scale) (Rust `f64::round`, half away from zero), then the field
+    element (negative → p − |int|) as 32-byte little-endian hex.
+    """
+    import ezkl
+
+    # ezkl.float_to_felt is the reference; it is fast enough for ~10^5 elements.
+    return [ezkl.float_to_felt(float(x), scale) for x in values]
+
+
+def _resolve_srs(manifest_srs: dict, srs, allow_dev: bool, checks: dict):
+    from circuits import srs as srs_mod
+    from zkfp.errors import ZkfpError
+
+    if not isinstance(manifest_srs, dict) or "logrows" not in manifest_srs or "kind" not in manifest_srs:
+        raise _Unusable("bundle manifest has no SRS identity")
+    logrows = int(manifest_srs["logrows"])
+    kind = manifest_srs["kind"]
+    if kind not in ("dev", "ceremony"):
+        raise _Unusable(f"unknown SRS kind {kind!r}")
+    if kind == "dev" and not allow_dev:
+        raise _Invalid("the proof was made with a dev SRS (insecure: its maker can forge proofs); "
+                       "refused without --allow-dev-srs")
+    if srs is not None:
+        try:
+            info = srs_mod.ceremony_srs(srs, logrows)
+        except ZkfpError as exc:
+            raise _Unusable(str(exc)) from None
+    elif kind == "dev":
+        path = srs_mod.dev_path(int(manifest_srs.get("file_logrows", logrows)))
+        if not path.is_file():
+            raise _Unusable(f"the bundle was proved with a dev SRS that this machine does not have "
+                            f"({path}); pass it with --srs")
+        info = srs_mod.ceremony_srs(path, logrows)
+    else:
+        default = Path.home() / ".ezkl" / "srs" / f"kzg{logrows}.srs"
+        if not default.is_file():
+            raise _Unusable(f"no SRS: pass the ceremony SRS for logrows {logrows} with --srs FILE")
+        info = srs_mod.ceremony_srs(default, logrows)
+    if info.kind == "dev" and not allow_dev:
+        raise _Invalid("the SRS given is a dev SRS (insecure); refused without --allow-dev-srs")
+    checks["srs"] = {"path": str(info.path), "sha256": info.sha256, "kind": info.kind}
+    return info
+
+
+def _check_settings(settings: dict, shape, logrows: int, n_out: int) -> None:
+    try:
+        ra = settings["run_args"]
+        problems = []
+        if str(ra["input_visibility"]).lower() not in ("polycommit", "kzgcommit"):
+            problems.append(f"input visibility {ra['input_visibility']!r} (must be polycommit)")
+        if str(ra["output_visibility"]).lower() != "public":
+            problems.append(f"output visibility {ra['output_visibility']!r} (must be public)")
+        if str(ra["param_visibility"]).lower() != "fixed":
+            problems.append(f"param visibility {ra['param_visibility']!r} (must be fixed)")
+        if int(ra["input_scale"]) != shape.input_scale or int(ra["param_scale"]) != shape.param_scale:
+            problems.append(f"scales {ra['input_scale']}/{ra['param_scale']} (circuit uses {shape.input_scale})")
+        if int(ra["logrows"]) != logrows:
+            problems.append(f"logrows {ra['logrows']} (bundle says {logrows})")
+        if settings["model_instance_shapes"] != [[n_out]]:
+            problems.append(f"instance shapes {settings['model_instance_shapes']} (expected [[{n_out}]])")
+        if settings["model_input_scales"] != [shape.input_scale] * shape.n_inputs():
+            problems.append(f"input scales {settings['model_input_scales']}")
+        if len(settings["model_output_scales"]) != 1:
+            problems.append("output scales")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Unusable(f"settings.json is malformed: {exc}") from None
+    pinned = _pinned_settings(shape.key())
+    if pinned is not None:
+        from circuits.golden import settings_digest
+
+        if settings_digest(settings) != pinned:
+            problems.append("its digest differs from the pinned settings of this circuit shape")
+    if problems:
+        raise _Invalid("settings.json is not this circuit's: " + "; ".join(problems))
+
+
+def _pinned_settings(key: str) -> str | None:
+    """Settings digest pinned for a circuit shape in circuits/golden (None when not pinned)."""
+    folder = Path(__file__).resolve().parent.parent / "circuits" / "golden"
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            g = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(g, dict) and g.get("circuit_key") == key:
+            return g.get("settings_sha256")
+    return None
+
+
+def _witness_for_swap(commitments, outputs) -> dict:
+    return {
+        "inputs": [[]], "pretty_elements": None, "outputs": [outputs],
+        "processed_inputs": {"poseidon_hash": None, "polycommit": commitments},
+        "processed_params": None, "processed_outputs": None,
+        "max_lookup_inputs": 0, "min_lookup_inputs": 0, "max_range_size": 0, "version": "23.0.5",
+    }
+
+
+def verify_bundle(bundle_dir, release_dir, srs=None, allow_dev_srs: bool = False) -> VerifyResult:
+    checks: dict = {}
+    try:
+        v = _verify(Path(bundle_dir), Path(release_dir), srs, allow_dev_srs, checks)
+        return VerifyResult(ok=True, status="valid", reasons=[], v=v, checks=checks)
+    except _Invalid as exc:
+        return VerifyResult(ok=False, status="invalid", reasons=[str(exc)], checks=checks)
+    except _Unusable as exc:
+        return VerifyResult(ok=False, status="unusable", reasons=[str(exc)], checks=checks)
+
+
+def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> list[float]:
+    import ezkl
+
+    from circuits.finish import n_outputs, v_from_terms
+    from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.projection import load_projection
+    from circuits.spec import CircuitShape
+    from fingerprint import render
+    from fingerprint import spec as fspec
+    from zkfp.errors import ZkfpError
+
+    if not bundle.is_dir():
+        raise _Unusable(f"bundle folder not found: {bundle}")
+    if not release.is_dir():
+        raise _Unusable(f"release folder not found: {release}")
+    # 1. format and files
+    m = _read_json(bundle / "manifest.json", "bundle manifest")
+    if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
+        raise _Unusable("manifest.json is not a zkfp proof bundle manifest")
+    if m.get("format_version") != BUNDLE_VERSION:
+        raise _Unusable(f"unknown bundle format_version {m.get('format_version')!r} (this verifier reads {BUNDLE_VERSION})")
+    if m.get("ezkl_version") != ezkl.__version__:
+        raise _Invalid(f"bundle was made with ezkl {m.get('ezkl_version')}, this verifier has {ezkl.__version__}")
+    for name in BUNDLE_FILES:
+        if not (bundle / name).is_file():
+            raise _Unusable(f"bundle file missing: {name}")
+    proofs = m.get("proofs")
+    if not isinstance(proofs, list) or len(proofs) != 1 or not isinstance(proofs[0], dict):
+        raise _Unusable("manifest lists no proof (or more than this verifier reads)")
+    entry = proofs[0]
+    if (entry.get("proof"), entry.get("vk"), entry.get("settings")) != ("proof.json", "vk.key", "settings.json"):
+        raise _Unusable("manifest proof entry names unexpected files")
+    try:
+        shape = CircuitShape.from_json(m["circuit"]["shape"])
+        token_ids = [int(t) for t in m["token_ids"]]
+        v_manifest = np.asarray(m["v"], dtype=np.float64)
+        recorded = dict(m["release"]["files"])
+        out_felts = list(m["outputs_felts"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _Unusable(f"manifest.json is malformed: {exc}") from None
+    proof = _read_json(bundle / "proof.json", "proof.json")
+    settings = _read_json(bundle / "settings.json", "settings.json")
+    checks["format"] = "ok"
+
+    # 2. the release
+    present = {p.name for p in release.iterdir() if p.is_file()}
+    if set(recorded) != present:
+        diff = sorted(set(recorded) ^ present)
+        raise _Invalid(f"the release's files differ from the bundle's record (e.g. {diff[0]})")
+    for name in sorted(recorded):
+        if _sha(release / name) != recorded[name]:
+            raise _Invalid(f"release file {name} differs from the one the proof was made for (sha256)")
+    checks["release_hashes"] = "ok"
+    try:
+        rel = Release(release)
+        mine = shape_of(rel, shape.k, len(shape.layers), shape.m)
+    except ZkfpError as exc:
+        raise _Unusable(f"release unreadable: {exc}") from None
+    if mine.key() != shape.key() or m["circuit"].get("key") != shape.key():
+        raise _Invalid("the circuit in the bundle is not the one for this release's shape")
+    if token_ids != fspec.select_tokens(rel.vocab(), shape.k):
+        raise _Invalid("the bundle's token ids are not the spec's public choice for this vocabulary")
+    checks["shape_and_tokens"] = "ok"
+
+    # 3. SRS
+    logrows = int(m["srs"]["logrows"]) if isinstance(m.get("srs"), dict) and "logrows" in m["srs"] else -1
+    info = _resolve_srs(m.get("srs"), srs, allow_dev, checks)
+
+    # 4. settings
+    n_out = n_outputs(shape)
+    _check_settings(settings, shape, logrows, n_out)
+    checks["settings"] = "ok"
+
+    # 5+6. commitments recomputed from the verifier's release, swapped in, then verify
+    try:
+        inputs = release_inputs(rel, shape, token_ids)
+    except ZkfpError as exc:
+        raise _Unusable(f"release unreadable: {exc}") from None
+    try:
+        instances = proof["instances"][0]
+        if not isinstance(instances, list) or len(instances) != n_out:
+            raise _Invalid(f"the proof has {len(instances)} public values, the circuit has {n_out}")
+    except (KeyError, TypeError, IndexError):
+        raise _Unusable("proof.json is malformed (no instances)") from None
+    with tempfile.TemporaryDirectory(prefix="zkfp-verify-") as tmp:
+        tmp = Path(tmp)
+        commitments = []
+        for a in inputs:
+            felts = felt_to_quantised(np.asarray(a, dtype=np.float32).reshape(-1).astype(np.float64), shape.input_scale)
+            try:
+                points = ezkl.kzg_commit(felts, vk_path=str(bundle / "vk.key"),
+                                         settings_path=str(bundle / "settings.json"), srs_path=str(info.path))
+            except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError/ValueError on bad keys
+                raise _Invalid(f"cannot commit to the release under this key/settings: {exc}") from None
+            commitments.append([_g1_json(p) for p in points])
+        (tmp / "witness.json").write_text(json.dumps(_witness_for_swap(commitments, instances)))
+        shutil.copyfile(bundle / "proof.json", tmp / "proof.json")
+        before = json.loads((tmp / "proof.json").read_text()).get("proof")
+        try:
+            ezkl.swap_proof_commitments(str(tmp / "proof.json"), str(tmp / "witness.json"))
+        except Exception as exc:  # noqa: BLE001
+            raise _Invalid(f"cannot bind the proof to the release's commitments: {exc}") from None
+        after = json.loads((tmp / "proof.json").read_text()).get("proof")
+        commit_ok = before == after
+        checks["commitments_match"] = commit_ok
+        try:
+            ezkl.verify(proof_path=str(tmp / "proof.json"), settings_path=str(bundle / "settings.json"),
+                        vk_path=str(bundle / "vk.key"), srs_path=str(info.path))
+            verified = True
+        except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError on a bad proof
+            verified, err = False, str(exc)
+    if not commit_ok:
+        raise _Invalid("the proof was not made from this release: its commitments differ from the ones "
+                       "recomputed from the release tensors")
+    if not verified:
+        raise _Invalid(f"the proof does not verify under the bundle's key: {err}")
+    checks["proof"] = "ok"
+
+    # 7. public outputs → v
+    if [str(x) for x in instances] != [str(x) for x in out_felts]:
+        raise _Invalid("the manifest's output field elements differ from the proof's public values")
+    scale = int(settings["model_output_scales"][0])
+    terms = np.array([ezkl.felt_to_float(f, scale) for f in instances], dtype=np.float64)
+    try:
+        P = load_projection(terms.size, shape.m)
+    except ZkfpError as exc:
+        raise _Unusable(str(exc)) from None
+    v = v_from_terms(terms, shape, P)
+    if v_manifest.shape != v.shape or not np.all(np.isfinite(v_manifest)) or np.max(np.abs(v_manifest - v)) > V_TOL:
+        raise _Invalid("v in the manifest is not the v the proof establishes")
+    checks["v"] = "ok"
+
+    # 8. the picture
+    if render.png_bytes([float(x) for x in v_manifest]) != (bundle / "fingerprint.png").read_bytes():
+        raise _Invalid("fingerprint.png is not the rendering of v")
+    checks["png"] = "ok"
+
+    # 9. the manifest's own record of the bundle files
+    record = entry.get("sha256") if isinstance(entry.get("sha256"), dict) else {}
+    for name in ("proof.json", "vk.key", "settings.json"):
+        if record.get(name) != _sha(bundle / name):
+            raise _Invalid(f"{name} differs from the manifest's record of it")
+    checks["bundle_record"] = "ok"
+    return [float(x) for x in v_manifest]
+
+
+def _g1_json(point) -> str:
+    """A PyG1Affine as ezkl writes it in witness files: compressed, x little-endian hex with the
+    top bit of the last byte set when y is odd."""
+    x = bytearray(bytes.fromhex(point.x))
+    y = bytes.fromhex(point.y)
+    if y[0] & 1:
+        x[-1] |= 0x80
+    return x.hex()
