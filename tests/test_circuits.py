@@ -1,0 +1,99 @@
+"""Fast checks of the circuit definition, the verifier's import hygiene and the repo's text rules."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_verifier_imports_neither_torch_nor_transformers():
+    code = ("import sys, verifier, verifier.verify, verifier.cli, circuits.inputs, circuits.finish, "
+            "circuits.projection, circuits.srs, fingerprint.render, fingerprint.spec; "
+            "bad=[m for m in ('torch','transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_module_level_torch_in_verifier():
+    pat = re.compile(r"^(import torch|from torch|import transformers|from transformers)", re.M)
+    for p in (REPO / "verifier").glob("*.py"):
+        assert not pat.search(p.read_text()), p
+
+
+def test_nothing_downloads_an_srs():
+    hits = []
+    for p in REPO.rglob("*.py"):
+        if ".git" in p.parts or p.name == "test_circuits.py":
+            continue
+        if "get_srs(" in p.read_text(errors="ignore"):
+            hits.append(str(p))
+    assert not hits, hits
+
+
+def test_circuit_matches_fingerprint_extract(tmp_path):
+    """The circuit's float graph computes exactly fingerprint.extract's v."""
+    import numpy as np
+    import torch
+
+    import taylor
+    from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.model import float_fingerprint
+    from circuits.projection import load_projection
+    from fingerprint import spec
+    from fingerprint.extract import extract
+    from zkfp.zoo import embedded
+
+    rel_dir = taylor.protect(embedded.path(), tmp_path / "rel")
+    rel = Release(rel_dir)
+    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
+    P = load_projection(3 * len(shape.layers) * shape.k ** 2, shape.m)
+    v = float_fingerprint(shape, torch.from_numpy(P), inputs)
+    ref = np.array(extract(rel_dir).v)
+    assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) > 0.9999
+    assert shape.estimate_logrows() <= 18
+
+
+def test_too_large_model_is_refused_before_any_work():
+    from circuits.pipeline import check_fits
+    from circuits.spec import CircuitShape, LayerShape
+    from zkfp.errors import ZkfpError
+
+    big = CircuitShape(k=16, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+                       layers=(LayerShape(10000, 4336),) * 2, m=64)
+    with pytest.raises(ZkfpError, match="fits"):
+        check_fits(big)
+
+
+def test_shape_key_is_stable_and_shape_sensitive():
+    from circuits.spec import CircuitShape, LayerShape
+
+    a = CircuitShape(k=16, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172,
+                     layers=(LayerShape(120, 52),) * 2, m=64)
+    b = CircuitShape.from_json(a.to_json())
+    assert a.key() == b.key()
+    c = CircuitShape(k=16, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172,
+                     layers=(LayerShape(121, 51),) * 2, m=64)
+    assert c.key() != a.key()
+
+
+def test_lsq_weights_rebuild_down_projection():
+    import numpy as np
+
+    from circuits.inputs import lsq_weights
+    from taylor.jets import activation_jet
+
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-3, 3, size=50)
+    w_down = rng.normal(size=(8, 50))
+    c = activation_jet("silu", a, 4)
+    theta = c[:, None, :] * w_down[None]
+    w = lsq_weights("silu", a, (1, 2))
+    rebuilt = (theta[[1, 2]] * w[:, None, :]).sum(0)
+    assert np.allclose(rebuilt, w_down, atol=1e-5)

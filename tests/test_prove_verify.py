@@ -1,0 +1,211 @@
+"""Proof regression tests on the embedded tiny model: prove once per session, verify, and refuse
+every tampering with a reason (each binding check has its own failing case)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory):
+    import taylor
+    from zkfp.zoo import embedded
+
+    return Path(taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "release"))
+
+
+@pytest.fixture(scope="session")
+def other_release(tmp_path_factory, tiny_models):
+    import taylor
+
+    src = tiny_models("llama", seed=3, steps=20)
+    return Path(taylor.protect(src, tmp_path_factory.mktemp("rel2") / "release"))
+
+
+@pytest.fixture(scope="session")
+def bundle(release, tmp_path_factory):
+    from prover import prove
+
+    return Path(prove(release, tmp_path_factory.mktemp("b") / "bundle", dev_srs=True, progress=False))
+
+
+@pytest.fixture
+def copy(bundle, tmp_path):
+    out = tmp_path / "bundle"
+    shutil.copytree(bundle, out)
+    return out
+
+
+def _verify(b, r, **kw):
+    from verifier import verify_bundle
+
+    kw.setdefault("allow_dev_srs", True)
+    return verify_bundle(b, r, **kw)
+
+
+def _refused(res, status="invalid", words=()):
+    assert not res.ok and res.status == status, res
+    assert res.reasons and all(w in res.reasons[0] for w in words), res.reasons
+
+
+def test_valid_bundle_and_float_agreement(bundle, release):
+    res = _verify(bundle, release)
+    assert res.ok and res.status == "valid", res.reasons
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert m["float_cosine"] >= 0.99
+    assert m["srs"]["kind"] == "dev" and set(m["srs"]) >= {"logrows", "sha256", "kind"}
+    assert res.v == m["v"] and len(res.v) == 64
+
+
+def test_proven_v_matches_fingerprint_extract(bundle, release):
+    import numpy as np
+
+    from fingerprint.extract import extract
+
+    v = np.array(json.loads((bundle / "manifest.json").read_text())["v"])
+    ref = np.array(extract(release).v)
+    assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) >= 0.99
+
+
+def test_golden(bundle):
+    from circuits.golden import compare
+
+    diffs = compare(bundle)
+    assert not diffs, "\n".join(diffs)
+
+
+def test_dev_srs_refused_without_opt_in(bundle, release):
+    _refused(_verify(bundle, release, allow_dev_srs=False), words=("dev SRS",))
+
+
+def test_flipped_byte_in_proof(copy, release):
+    p = json.loads((copy / "proof.json").read_text())
+    h = p["proof"]
+    i = len(h) // 2
+    if isinstance(h, list):
+        h[i] ^= 0x01
+    else:
+        p["proof"] = h[:i] + ("0" if h[i] != "0" else "1") + h[i + 1:]
+    (copy / "proof.json").write_text(json.dumps(p))
+    _refused(_verify(copy, release), words=("proof",))
+
+
+def test_other_models_release(bundle, other_release):
+    _refused(_verify(bundle, other_release), words=("release",))
+
+
+def test_one_weight_changed_even_with_fixed_hashes(copy, release, tmp_path):
+    """The attacker changes one weight and rewrites every hash; the commitment check refuses."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from zkfp.files import sha256_file
+
+    rel = tmp_path / "release"
+    shutil.copytree(release, rel)
+    name = "layer-00003.safetensors"
+    tensors = load_file(rel / name)
+    key = "model.layers.3.self_attn.q_proj.weight"
+    tensors[key] = tensors[key].copy()
+    tensors[key][0, 0] += np.float32(0.25)
+    save_file(tensors, rel / name)
+    man = json.loads((rel / "manifest.json").read_text())
+    man["files"][name]["sha256"] = sha256_file(rel / name)
+    (rel / "manifest.json").write_text(json.dumps(man))
+    bm = json.loads((copy / "manifest.json").read_text())
+    bm["release"]["files"] = {p.name: sha256_file(p) for p in rel.iterdir()}
+    (copy / "manifest.json").write_text(json.dumps(bm))
+    res = _verify(copy, rel)
+    _refused(res, words=("commitments",))
+
+
+def test_png_swapped(copy, release):
+    from fingerprint import render
+
+    (copy / "fingerprint.png").write_bytes(render.png_bytes([0.5] * 64))
+    _refused(_verify(copy, release), words=("png",))
+
+
+def test_v_edited_in_manifest(copy, release):
+    m = json.loads((copy / "manifest.json").read_text())
+    m["v"][0] += 0.01
+    (copy / "manifest.json").write_text(json.dumps(m))
+    _refused(_verify(copy, release), words=("v in the manifest",))
+
+
+def test_key_swapped(copy, release, tmp_path):
+    """A valid key of another circuit (same SRS) in place of the bundle's key."""
+    import ezkl
+    import torch
+
+    from circuits.srs import dev_srs
+
+    m = json.loads((copy / "manifest.json").read_text())
+
+    class Other(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    torch.onnx.export(Other(), (torch.ones(4),), str(tmp_path / "o.onnx"), opset_version=17, dynamo=False)
+    ra = ezkl.PyRunArgs()
+    ra.logrows = m["srs"]["logrows"]
+    ezkl.gen_settings(str(tmp_path / "o.onnx"), str(tmp_path / "s.json"), py_run_args=ra)
+    ezkl.compile_circuit(str(tmp_path / "o.onnx"), str(tmp_path / "o.c"), str(tmp_path / "s.json"))
+    srs = dev_srs(m["srs"]["file_logrows"])
+    ezkl.setup(str(tmp_path / "o.c"), str(tmp_path / "vk.key"), str(tmp_path / "pk.key"), srs_path=str(srs.path))
+    shutil.copyfile(tmp_path / "vk.key", copy / "vk.key")
+    _refused(_verify(copy, release))
+
+
+def test_settings_edited(copy, release):
+    s = json.loads((copy / "settings.json").read_text())
+    s["run_args"]["input_scale"] = 9
+    (copy / "settings.json").write_text(json.dumps(s))
+    _refused(_verify(copy, release), words=("settings",))
+
+
+def test_settings_edited_subtly(copy, release):
+    """An edit that leaves v unchanged (z-scores hide a scale change) is still refused."""
+    s = json.loads((copy / "settings.json").read_text())
+    s["model_output_scales"] = [s["model_output_scales"][0] + 1]
+    (copy / "settings.json").write_text(json.dumps(s))
+    _refused(_verify(copy, release), words=("settings",))
+
+
+def test_truncated_manifest(copy, release):
+    text = (copy / "manifest.json").read_text()
+    (copy / "manifest.json").write_text(text[: len(text) // 2])
+    _refused(_verify(copy, release), status="unusable", words=("JSON",))
+
+
+def test_malformed_proof_json(copy, release):
+    (copy / "proof.json").write_text('{"instances": 3}')
+    _refused(_verify(copy, release), status="unusable")
+
+
+def test_missing_file(copy, release):
+    (copy / "vk.key").unlink()
+    _refused(_verify(copy, release), status="unusable", words=("missing",))
+
+
+def test_cli_exit_codes(bundle, release, tmp_path):
+    base = [sys.executable, "-m", "zkfp.cli", "verify", str(bundle), "--release", str(release)]
+    env = dict(os.environ)
+    ok = subprocess.run(base + ["--allow-dev-srs", "--json"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    bad = subprocess.run(base, capture_output=True, text=True, env=env, cwd=REPO)
+    assert bad.returncode == 1 and "dev SRS" in bad.stderr
+    gone = subprocess.run(base[:4] + [str(tmp_path / "nope"), "--release", str(release)], capture_output=True,
+                          text=True, env=env, cwd=REPO)
+    assert gone.returncode == 2
