@@ -97,3 +97,15 @@ def test_lsq_weights_rebuild_down_projection():
     w = lsq_weights("silu", a, (1, 2))
     rebuilt = (theta[[1, 2]] * w[:, None, :]).sum(0)
     assert np.allclose(rebuilt, w_down, atol=1e-5)
+
+
+def test_numpy_quantisation_matches_ezkl():
+    import ezkl
+    import numpy as np
+
+    from verifier.verify import felt_to_quantised
+
+    rng = np.random.default_rng(1)
+    xs = np.concatenate([rng.normal(scale=0.1, size=500), np.array([0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5]) / 1024,
+                         np.array([0.4999, -0.4999, 1e-9, -1e-9])]).astype(np.float32).astype(np.float64)
+    assert felt_to_quantised(xs, 10) == [ezkl.float_to_felt(float(x), 10) for x in xs]

@@ -79,10 +79,16 @@ def felt_to_quantised(values: np.ndarray, scale: int) -> list[str]:
     ezkl: int = round(x · 2^scale) (Rust `f64::round`, half away from zero), then the field
     element (negative → p − |int|) as 32-byte little-endian hex.
     """
-    import ezkl
+    y = np.asarray(values, dtype=np.float64) * float(2 ** scale)
+    q = (np.sign(y) * np.floor(np.abs(y) + 0.5)).astype(np.int64)
+    out = []
+    for v in q.tolist():
+        out.append((v if v >= 0 else BN254_R + v).to_bytes(32, "little").hex())
+    return out
 
-    # ezkl.float_to_felt is the reference; it is fast enough for ~10^5 elements.
-    return [ezkl.float_to_felt(float(x), scale) for x in values]
+
+# The BN254 scalar field modulus (ezkl's field).
+BN254_R = 0x30644E72E131A029B85045B68181585D2833E84879B9709143E1F593F0000001
 
 
 def _resolve_srs(manifest_srs: dict, srs, allow_dev: bool, checks: dict):
