@@ -1,6 +1,6 @@
 """Time and peak memory of fingerprinting a checkpoint with 7B-shaped tensors, vs the HuRef way.
 
-    python benchmarks/fingerprint_memory.py [--layers 3] [--dir /tmp/zkfp-7b-shaped] [--huref-tokens 16]
+    python benchmarks/fingerprint_memory.py [--layers 3] [--dir DIR] [--huref-tokens 16]
 
 Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, intermediate
 11008, vocab 32000, 32 heads) but only `--layers` blocks, fp16, sharded one file per block,
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import tempfile
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def measure(mode: str, path: Path, k: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--dir", default="/tmp/zkfp-7b-shaped")
+    ap.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "zkfp-7b-shaped"))
     ap.add_argument("--huref-tokens", type=int, default=16, help="tokens for the HuRef run (HuRef uses 4096)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_memory.json"))
     args = ap.parse_args(argv)

@@ -20,6 +20,7 @@ import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -126,7 +127,7 @@ def tpr_at_fpr(pos: list[float], neg: list[float], fpr: float = 0.01) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--zoo", default="/tmp/zkfp-fingerprint-zoo")
+    ap.add_argument("--zoo", default=str(Path(tempfile.gettempdir()) / "zkfp-fingerprint-zoo"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_zoo.json"))
     ap.add_argument("--images", default=str(ROOT / "docs" / "images"))
     args = ap.parse_args(argv)

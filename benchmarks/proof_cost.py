@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -212,7 +213,7 @@ def main() -> int:
         return 0
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hidden", type=int, nargs="+", default=[32, 64, 128])
-    ap.add_argument("--out", default="/tmp/zkfp-proof-cost")
+    ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "zkfp-proof-cost"))
     args = ap.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def test_nothing_downloads_an_srs():
     for p in REPO.rglob("*.py"):
         if ".git" in p.parts or p.name == "test_circuits.py":
             continue
-        if "get_srs(" in p.read_text(errors="ignore"):
+        if "get_srs" + "(" in p.read_text(errors="ignore"):  # split so this check does not flag itself
             hits.append(str(p))
     assert not hits, hits
 

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from zkfp.errors import ZkfpError
+from zkfp.files import read_json, sha256_file
+
 BUNDLE_FORMAT = "zkfp-proof-bundle"
 BUNDLE_VERSION = 1
 MAX_JSON = 64 << 20
@@ -59,17 +62,13 @@ class _Invalid(Exception):
 def _read_json(path: Path, what: str):
     if not path.is_file():
         raise _Unusable(f"{what} is missing: {path.name}")
-    if path.stat().st_size > MAX_JSON:
-        raise _Unusable(f"{what} is too large: {path.name}")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _Unusable(f"{what} is not valid JSON ({exc})") from None
+        return read_json(path, what, max_bytes=MAX_JSON)
+    except ZkfpError as exc:
+        raise _Unusable(str(exc)) from None
 
 
 def _sha(path: Path) -> str:
-    from zkfp.files import sha256_file
-
     return sha256_file(path)
 
 
