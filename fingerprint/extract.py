@@ -89,9 +89,7 @@ class _CheckpointSource:
     def release(self):
         """Drop per-layer state and close the shards' memory maps (their pages count in RSS)."""
         self._qkv_cache = None
-        handles = getattr(self.reader.ckpt, "_handles", None)
-        if isinstance(handles, dict):
-            handles.clear()
+        self.reader.ckpt.close()
 
 
 def _open_release(path: Path):

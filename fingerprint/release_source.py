@@ -45,6 +45,4 @@ class ReleaseSource(_CheckpointSource):
     def release(self):
         self._qkv_cache = None
         self._mlp = None
-        handles = getattr(self.release_reader, "_handles", None)
-        if isinstance(handles, dict):
-            handles.clear()
+        self.release_reader.close()

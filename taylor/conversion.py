@@ -288,7 +288,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             write(tmp, layer_file(i), out_t)
             layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist()})
             del out_t, mlp, theta, w_in, w_down
-            ckpt._handles.clear()  # unmap the shards read so far: their pages would stay in our RSS
+            ckpt.close()  # unmap the shards read so far: their pages would stay in our RSS
         write(tmp, BASE_FILE, {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in base})
         for side in SIDE_FILES:
             if (Path(model_dir) / side).is_file():

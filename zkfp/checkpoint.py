@@ -103,6 +103,10 @@ class Checkpoint:
             self._handles[shard] = safe_open(shard, framework="pt")
         return self._handles[shard]
 
+    def close(self) -> None:
+        """Drop the open (memory-mapped) shards, whose pages count in RSS; later reads reopen them."""
+        self._handles.clear()
+
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._handle(name).get_slice(name).get_shape())
 
