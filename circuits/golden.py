@@ -15,14 +15,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from circuits.pipeline import settings_digest
+
 GOLDEN = Path(__file__).resolve().parent / "golden" / "embedded.json"
 HOW = "if the change is intended, regenerate with `python -m circuits.golden --update BUNDLE_DIR` and commit"
-
-
-def settings_digest(settings: dict) -> str:
-    s = dict(settings)
-    s.pop("timestamp", None)
-    return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()
 
 
 def snapshot(bundle: Path) -> dict:

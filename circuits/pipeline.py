@@ -1,15 +1,18 @@
 """ONNX export, ezkl settings/compile/setup, and the cache keyed by circuit shape.
 
 Cache layout (root: $ZKFP_CACHE or ~/.cache/zkfp):
-  circuits/<shape key>/   network.onnx, settings.json, model.compiled, shape.json
-  keys/<shape key>-<srs sha256[:16]>/   vk.key, pk.key
-A second release of the same shape skips export, calibration, compile and setup.
+  circuits/<shape key>.logrows                the calibrated size (prover only)
+  circuits/<shape key>-k<logrows>/            network.onnx, settings.json, model.compiled, shape.json
+  keys/<shape key>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
+A second release of the same shape skips export, calibration, compile and setup. Nothing here
+imports torch: the verifier rebuilds the circuit and its keys with this module.
 Every entry is written to a temporary folder and renamed into place, so a crash never leaves
 a half-built entry behind.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -113,42 +116,81 @@ def input_json(inputs) -> str:
     return json.dumps({"input_data": [np.asarray(a, dtype=np.float64).reshape(-1).tolist() for a in inputs]})
 
 
-def flat_input(inputs):
-    import numpy as np
+def canonical_settings(settings: dict) -> dict:
+    """Settings without what varies between identical runs of ezkl 23.0.5: the timestamp, and the
+    order of `required_range_checks` (a hash set inside ezkl, listed in random order)."""
+    s = dict(settings)
+    s.pop("timestamp", None)
+    if isinstance(s.get("required_range_checks"), list):
+        s["required_range_checks"] = sorted(s["required_range_checks"])
+    return s
 
-    return np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in inputs]).astype(np.float64)
+
+def settings_digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(canonical_settings(settings), sort_keys=True).encode()).hexdigest()
 
 
-def build(shape: CircuitShape, inputs, progress=None) -> Circuit:
-    """Export, calibrate (once, on these inputs, at the fixed scales) and compile; cached."""
-    final = cache_dir() / "circuits" / shape.key()
+def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, logrows: int) -> None:
+    """ezkl settings for the circuit at `logrows`, from the shape alone (no data): the circuit has
+    no lookups, so nothing in them depends on the weights. Written in canonical order so the
+    compiled circuit, and hence the keys, are the same on every machine."""
+    import ezkl
+
+    ra = run_args(shape)
+    ra.logrows = logrows
+    ra.lookup_range = (0, 0)
+    ezkl.gen_settings(str(onnx_path), str(out), py_run_args=ra)
+    s = canonical_settings(json.loads(out.read_text()))
+    out.write_text(json.dumps(s))
+
+
+def calibrated_logrows(shape: CircuitShape, inputs) -> int:
+    """The smallest logrows the circuit fits in (ezkl's calibration, run once per shape)."""
+    pointer = cache_dir() / "circuits" / f"{shape.key()}.logrows"
+    if pointer.is_file():
+        return int(pointer.read_text())
+    check_fits(shape)
+    import ezkl
+    import onnx
+
+    from circuits.graph import build_onnx
+
+    tmp = _atomic_folder(pointer)
+    try:
+        onnx.save(build_onnx(shape), str(tmp / "network.onnx"))
+        ezkl.gen_settings(str(tmp / "network.onnx"), str(tmp / "settings.json"), py_run_args=run_args(shape))
+        (tmp / "data.json").write_text(input_json(inputs))
+        ezkl.calibrate_settings(str(tmp / "data.json"), str(tmp / "network.onnx"), str(tmp / "settings.json"),
+                                "resources", scales=[shape.input_scale],
+                                scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=MAX_LOGROWS)
+        logrows = int(json.loads((tmp / "settings.json").read_text())["run_args"]["logrows"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pointer.write_text(str(logrows))
+    return logrows
+
+
+def build(shape: CircuitShape, inputs=None, logrows: int | None = None) -> Circuit:
+    """The compiled circuit of `shape` at `logrows` (chosen by calibration on `inputs` when not
+    given: the prover; the verifier passes the bundle's logrows and rebuilds). Cached."""
+    if logrows is None:
+        logrows = calibrated_logrows(shape, inputs)
+    if not 1 <= logrows <= MAX_LOGROWS:
+        raise ZkfpError(f"logrows {logrows} is outside what this machine builds (1..{MAX_LOGROWS})")
+    final = cache_dir() / "circuits" / f"{shape.key()}-k{logrows}"
     if (final / "model.compiled").is_file():
         return Circuit(shape, final)
     check_fits(shape)
     import ezkl
-    import torch
+    import onnx
 
-    from circuits.model import FingerprintCircuit
+    from circuits.graph import build_onnx
 
     tmp = _atomic_folder(final)
     try:
         c = Circuit(shape, tmp)
-        mod = FingerprintCircuit(shape).eval()
-        with torch.no_grad():
-            names = [n for n, _ in shape.input_specs()]
-            torch.onnx.export(mod, tuple(torch.from_numpy(a) for a in inputs), str(c.onnx),
-                              input_names=names, output_names=["terms"], opset_version=17, dynamo=False)
-        if progress:
-            progress("settings")
-        ezkl.gen_settings(str(c.onnx), str(c.settings), py_run_args=run_args(shape))
-        data = tmp / "calibration.json"
-        data.write_text(input_json(inputs))
-        ezkl.calibrate_settings(str(data), str(c.onnx), str(c.settings), "resources",
-                                scales=[shape.input_scale], scale_rebase_multiplier=[REBASE_MULTIPLIER],
-                                max_logrows=MAX_LOGROWS)
-        data.unlink()
-        if progress:
-            progress("compile")
+        onnx.save(build_onnx(shape), str(c.onnx))
+        write_settings(c.onnx, c.settings, shape, logrows)
         ezkl.compile_circuit(str(c.onnx), str(c.compiled), str(c.settings))
         (tmp / "shape.json").write_text(json.dumps(shape.to_json(), indent=1))
     except BaseException:
@@ -158,9 +200,13 @@ def build(shape: CircuitShape, inputs, progress=None) -> Circuit:
     return Circuit(shape, final)
 
 
+def keys_folder(circuit: Circuit, srs: SrsInfo) -> Path:
+    return cache_dir() / "keys" / f"{circuit.folder.name}-{srs.sha256[:16]}"
+
+
 def keys(circuit: Circuit, srs: SrsInfo) -> Keys:
     """Proving and verification keys for this circuit and SRS; cached."""
-    final = cache_dir() / "keys" / f"{circuit.shape.key()}-{srs.sha256[:16]}"
+    final = keys_folder(circuit, srs)
     if (final / "vk.key").is_file() and (final / "pk.key").is_file():
         return Keys(final)
     import ezkl

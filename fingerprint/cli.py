@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_fingerprint)
 
     c = sub.add_parser("compare", help="compare two fingerprints (similarity on the 100×cosine scale + verdict)")
-    c.add_argument("a")
-    c.add_argument("b")
+    c.add_argument("a", help="FP.json, or a proof bundle folder (its proven v; run zkfp verify on it first)")
+    c.add_argument("b", help="FP.json or a proof bundle folder")
     c.add_argument("--json", action="store_true", help="print a JSON object")
     c.set_defaults(handler=_compare)
 

@@ -200,12 +200,17 @@ def save(fp: Fingerprint, path: str | os.PathLike, with_invariants: bool = True)
 
 
 def load(path: str | os.PathLike) -> Fingerprint:
-    """Read and validate FP.json; any malformed, truncated or inconsistent file is a FingerprintError."""
+    """Read and validate FP.json, or the proven v of a proof bundle folder (check the bundle with
+    `zkfp verify` first: loading it trusts its manifest). Any malformed, truncated or inconsistent
+    file is a FingerprintError."""
     from zkfp.errors import ZkfpError
     from zkfp.files import read_json
 
     try:
-        data = read_json(path, "fingerprint file")
+        if Path(path).is_dir():
+            data = _bundle_fingerprint(read_json(Path(path) / "manifest.json", "proof bundle manifest"), path)
+        else:
+            data = read_json(path, "fingerprint file")
     except FingerprintError:
         raise
     except ZkfpError as exc:
@@ -230,6 +235,14 @@ def load(path: str | os.PathLike) -> Fingerprint:
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
                        invariants=None if invs is None else [float(x) for x in invs], model=model)
+
+
+def _bundle_fingerprint(manifest, path) -> dict:
+    if not isinstance(manifest, dict) or manifest.get("format") != "zkfp-proof-bundle":
+        raise FingerprintError(f"{path} is a folder but not a zkfp proof bundle")
+    return {"format": "zkfp-fingerprint", "spec": manifest.get("fingerprint_spec"),
+            "token_ids": manifest.get("token_ids"), "v": manifest.get("v"),
+            "model": {"proof_bundle": Path(path).name, "release_files": manifest.get("release", {}).get("files")}}
 
 
 def _finite_list(x, n: int) -> bool:

@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_verifier_imports_neither_torch_nor_transformers():
     code = ("import sys, verifier, verifier.verify, verifier.cli, circuits.inputs, circuits.finish, "
+            "circuits.graph, circuits.pipeline, circuits.golden, "
             "circuits.projection, circuits.srs, fingerprint.render, fingerprint.spec; "
             "bad=[m for m in ('torch','transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -58,6 +59,29 @@ def test_circuit_matches_fingerprint_extract(tmp_path):
     ref = np.array(extract(rel_dir).v)
     assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) > 0.9999
     assert shape.estimate_logrows() <= 18
+
+
+def test_onnx_graph_computes_the_torch_reference(tmp_path):
+    """circuits.graph (torch-free, what ezkl compiles) and circuits.model (torch float reference)
+    are the same function."""
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    import taylor
+    from circuits.graph import build_onnx
+    from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.model import float_outputs
+    from fingerprint import spec
+    from zkfp.zoo import embedded
+
+    rel = Release(taylor.protect(embedded.path(), tmp_path / "rel"))
+    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
+    feeds = {name: np.asarray(a, np.float32) for (name, _), a in zip(shape.input_specs(), inputs)}
+    got = ReferenceEvaluator(build_onnx(shape)).run(None, feeds)[0]
+    want = float_outputs(shape, inputs).numpy()
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
 def test_too_large_model_is_refused_before_any_work():

@@ -165,6 +165,10 @@ def test_bad_fingerprint_files_are_refused(llama, tmp_path):
         E.load(tmp_path / "other.json")
     with pytest.raises(FingerprintError, match="not found"):
         E.load(tmp_path / "missing.json")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "manifest.json").write_text(json.dumps({"format": "zkfp-taylor-release"}))
+    with pytest.raises(FingerprintError, match="not a zkfp proof bundle"):
+        E.load(tmp_path / "folder")
 
 
 def test_compare_refuses_other_spec_versions_and_token_lists(llama):

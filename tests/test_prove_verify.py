@@ -164,7 +164,21 @@ def test_key_swapped(copy, release, tmp_path):
     srs = dev_srs(m["srs"]["file_logrows"])
     ezkl.setup(str(tmp_path / "o.c"), str(tmp_path / "vk.key"), str(tmp_path / "pk.key"), srs_path=str(srs.path))
     shutil.copyfile(tmp_path / "vk.key", copy / "vk.key")
-    _refused(_verify(copy, release))
+    _refused(_verify(copy, release), words=("vk.key is not the verification key of this circuit",))
+
+
+def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch):
+    """On a machine that never proved anything (empty cache), the verifier rebuilds the circuit
+    from the release's shape and derives the key the bundle must carry."""
+    m = json.loads((bundle / "manifest.json").read_text())
+    from circuits.srs import dev_path
+
+    srs = tmp_path / "srs.bin"
+    shutil.copyfile(dev_path(m["srs"]["file_logrows"]), srs)
+    monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
+    res = _verify(bundle, release, srs=srs)
+    assert res.ok, res.reasons
+    assert res.checks["key"] == "derived"
 
 
 def test_settings_edited(copy, release):
@@ -209,3 +223,32 @@ def test_cli_exit_codes(bundle, release, tmp_path):
     gone = subprocess.run(base[:4] + [str(tmp_path / "nope"), "--release", str(release)], capture_output=True,
                           text=True, env=env, cwd=REPO)
     assert gone.returncode == 2
+
+
+def test_verification_runs_with_torch_and_transformers_unimportable(bundle, release):
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+            "from verifier import verify_bundle\n"
+            f"r = verify_bundle({str(bundle)!r}, {str(release)!r}, allow_dev_srs=True)\n"
+            "print(r.status, r.reasons); sys.exit(0 if r.ok else 1)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bundle_loads_as_a_fingerprint_for_compare(bundle, release):
+    from fingerprint.compare import compare
+    from fingerprint.extract import extract, load
+
+    proven = load(bundle)
+    assert proven.v == json.loads((bundle / "manifest.json").read_text())["v"]
+    result = compare(proven, extract(release, token_ids=proven.token_ids))
+    assert result["basis"] == "v" and result["verdict"] == "same-lineage"
+
+
+def test_demo_runs_the_whole_flow(tmp_path):
+    """protect → fingerprint → prove → verify → compare on the embedded model (keys cached by
+    the bundle fixture's shape)."""
+    from zkfp.demo import run
+
+    assert run(str(tmp_path / "demo")) == 0
+    for name in ("fingerprints.png", "bundle/manifest.json", "bundle/fingerprint.png", "release/manifest.json"):
+        assert (tmp_path / "demo" / name).is_file(), name

@@ -13,9 +13,11 @@ below is ours:
   5. the commitments: the verifier quantises its own release tensors exactly as ezkl does,
      commits them (kzg_commit), swaps them into a copy of the proof and verifies: a proof made
      from any other weights fails;
-  6. the proof verifies under the bundle's key (after the swap, so 5 and 6 are one check);
-  7. the public outputs of the proof, decoded, give the manifest's v (recomputed with numpy);
-  8. re-rendering v gives the bundle's PNG byte for byte.
+  6. the key: the verifier rebuilds the circuit from the release's shape and derives the
+     verification key itself (cached); the bundle's settings and key must be exactly those;
+  7. the proof verifies under that key (after the swap, so 5-7 are one check);
+  8. the public outputs of the proof, decoded, give the manifest's v (recomputed with numpy);
+  9. re-rendering v gives the bundle's PNG byte for byte.
 """
 
 from __future__ import annotations
@@ -147,27 +149,33 @@ def _check_settings(settings: dict, shape, logrows: int, n_out: int) -> None:
             problems.append("output scales")
     except (KeyError, TypeError, ValueError) as exc:
         raise _Unusable(f"settings.json is malformed: {exc}") from None
-    pinned = _pinned_settings(shape.key())
-    if pinned is not None:
-        from circuits.golden import settings_digest
-
-        if settings_digest(settings) != pinned:
-            problems.append("its digest differs from the pinned settings of this circuit shape")
     if problems:
         raise _Invalid("settings.json is not this circuit's: " + "; ".join(problems))
 
 
-def _pinned_settings(key: str) -> str | None:
-    """Settings digest pinned for a circuit shape in circuits/golden (None when not pinned)."""
-    folder = Path(__file__).resolve().parent.parent / "circuits" / "golden"
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        try:
-            g = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(g, dict) and g.get("circuit_key") == key:
-            return g.get("settings_sha256")
-    return None
+def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks: dict) -> tuple[Path, Path]:
+    """Rebuild this shape's circuit (torch-free ONNX, settings from the shape alone) at the bundle's
+    logrows, derive its verification key with the SRS, and require the bundle's settings and key
+    to be exactly those (returns the verifier's own key and settings files): a key of any other circuit, however valid, is refused. Cached per
+    (shape, logrows, SRS), so only the first bundle of a shape pays for the setup."""
+    from circuits import pipeline
+
+    try:
+        circuit = pipeline.build(shape, logrows=logrows)
+        cached = (pipeline.keys_folder(circuit, info) / "vk.key").is_file()
+        keys = pipeline.keys(circuit, info)
+    except ZkfpError as exc:
+        raise _Invalid(f"cannot rebuild this bundle's circuit: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError on an SRS that does not fit
+        raise _Invalid(f"cannot derive the verification key with this SRS: {exc}") from None
+    if pipeline.settings_digest(settings) != pipeline.settings_digest(circuit.settings_json()):
+        raise _Invalid("settings.json is not this circuit's: it differs from the settings the verifier "
+                       "derives from the release's shape")
+    if keys.vk.read_bytes() != (bundle / "vk.key").read_bytes():
+        raise _Invalid("vk.key is not the verification key of this circuit (the verifier derived the key "
+                       "from the release's shape and the SRS; the bundle's differs)")
+    checks["key"] = "cached" if cached else "derived"
+    return keys.vk, circuit.settings
 
 
 def _witness_for_swap(commitments, outputs) -> dict:
@@ -262,6 +270,7 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
     n_out = n_outputs(shape)
     _check_settings(settings, shape, logrows, n_out)
     checks["settings"] = "ok"
+    vk, settings_path = _derive_key(shape, settings, logrows, info, bundle, checks)
 
     # 5+6. commitments recomputed from the verifier's release, swapped in, then verify
     try:
@@ -280,8 +289,8 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
         for a in inputs:
             felts = felt_to_quantised(np.asarray(a, dtype=np.float32).reshape(-1).astype(np.float64), shape.input_scale)
             try:
-                points = ezkl.kzg_commit(felts, vk_path=str(bundle / "vk.key"),
-                                         settings_path=str(bundle / "settings.json"), srs_path=str(info.path))
+                points = ezkl.kzg_commit(felts, vk_path=str(vk),
+                                         settings_path=str(settings_path), srs_path=str(info.path))
             except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError/ValueError on bad keys
                 raise _Invalid(f"cannot commit to the release under this key/settings: {exc}") from None
             commitments.append([_g1_json(p) for p in points])
@@ -296,8 +305,8 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
         commit_ok = before == after
         checks["commitments_match"] = commit_ok
         try:
-            ezkl.verify(proof_path=str(tmp / "proof.json"), settings_path=str(bundle / "settings.json"),
-                        vk_path=str(bundle / "vk.key"), srs_path=str(info.path))
+            ezkl.verify(proof_path=str(tmp / "proof.json"), settings_path=str(settings_path),
+                        vk_path=str(vk), srs_path=str(info.path))
             verified = True
         except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError on a bad proof
             verified, err = False, str(exc)

@@ -1,7 +1,8 @@
 """`zkfp demo`: the whole pipeline on the embedded tiny model, with a short printed summary.
 
 protect → generate with both (agreement, slowdown) → fingerprint the source, the release, an
-offspring and an unrelated model → prove → verify → compare. Everything is written under `out`.
+offspring and an unrelated model → prove the release's fingerprint → verify the bundle against the
+release → compare the proven fingerprint with the suspects. Everything is written under `out`.
 """
 
 from __future__ import annotations
@@ -107,7 +108,21 @@ def fingerprint_all(models: dict[str, Path], out_dir: Path) -> dict:
     return fps
 
 
-def run(out: str) -> int:
+def prove_and_verify(release: Path, out_dir: Path, srs: str | None) -> tuple[Path, object, dict]:
+    """Prove the release's fingerprint (a dev SRS unless a ceremony SRS is given) and verify the
+    bundle as a third party would: against the release, with the key derived by the verifier."""
+    from prover import prove
+    from verifier import verify_bundle
+
+    timings: dict = {}
+    bundle = prove(release, out_dir / "bundle", srs=srs, dev_srs=srs is None, force=True, timings=timings)
+    t0 = time.perf_counter()
+    result = verify_bundle(bundle, release, srs=srs, allow_dev_srs=srs is None)
+    timings["verify_s"] = time.perf_counter() - t0
+    return bundle, result, timings
+
+
+def run(out: str, srs: str | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     from taylor import protect
@@ -136,8 +151,28 @@ def run(out: str) -> int:
         relatives = make_relatives(source, out_dir)
     with _timed("fingerprint: source, release, offspring, unrelated"):
         fps = fingerprint_all({"source": source, "release": release, **relatives}, out_dir)
+    console.print(f"  images: {out_dir / 'fingerprints.png'}")
+
+    kind = "ceremony SRS " + srs if srs else "a dev SRS (insecure, for demos and tests: its maker can forge proofs)"
+    with _timed(f"prove: the release's fingerprint in zero knowledge, with {kind}"):
+        bundle, verdict, timings = prove_and_verify(release, out_dir, srs)
+    console.print(f"  setup {timings['setup_s']:.0f} s (cached by shape), prove {timings['prove_s']:.0f} s, "
+                  f"verify {timings['verify_s']:.1f} s (key {verdict.checks.get('key', '?')}); "
+                  f"proven v vs float v cosine {timings['cosine']:.5f}")
+    if not verdict.ok:
+        console.print(f"[red]  the bundle did not verify: {verdict.reasons[0]}[/red]")
+        return 1
+    console.print(f"  bundle {bundle}/ verifies against the release: "
+                  + ", ".join(k for k, v in verdict.checks.items() if v in ("ok", True, "derived", "cached")))
+
+    from fingerprint.extract import load
+
+    proven = load(bundle)
     for name in ("release", "offspring", "unrelated"):
         result = compare(fps["source"], fps[name])
         console.print(f"  source vs {name:<9} similarity {result['similarity']:7.2f}  → {result['verdict']}")
-    console.print(f"  images: {out_dir / 'fingerprints.png'}")
+    for name in ("offspring", "unrelated"):
+        result = compare(proven, fps[name])
+        console.print(f"  proven v vs {name:<9} similarity {result['similarity']:7.2f}  → {result['verdict']} "
+                      f"(basis {result['basis']})")
     return 0
