@@ -212,6 +212,55 @@ def test_missing_file(copy, release):
     _refused(_verify(copy, release), status="unusable", words=("missing",))
 
 
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_prove_needs_an_srs_choice(release, tmp_path):
+    from prover import prove
+    from zkfp.errors import ZkfpError
+
+    with pytest.raises(ZkfpError, match="--dev-srs"):
+        prove(release, tmp_path / "b", progress=False)
+    assert not (tmp_path / "b").exists()
+
+
+def test_prove_never_overwrites_without_force(bundle, release):
+    from prover import prove
+    from zkfp.errors import ZkfpError
+
+    before = _files(bundle)
+    with pytest.raises(ZkfpError, match="output exists"):
+        prove(release, bundle, dev_srs=True, progress=False)
+    assert _files(bundle) == before
+
+
+def test_failed_prove_with_force_leaves_the_old_bundle_whole(copy, release):
+    """An SRS too small for the circuit fails the run; the bundle being replaced is untouched."""
+    import ezkl
+
+    from prover import prove
+    from zkfp.errors import ZkfpError
+
+    small = copy.parent / "small.srs"
+    ezkl.gen_srs(str(small), 10)
+    before = _files(copy)
+    with pytest.raises(ZkfpError, match="logrows 10"):
+        prove(release, copy, srs=small, force=True, progress=False)
+    assert _files(copy) == before
+
+
+def test_prove_refuses_families_the_circuit_does_not_cover(tiny_models, tmp_path):
+    import taylor
+    from prover import prove
+    from zkfp.errors import ZkfpError
+
+    rel = taylor.protect(tiny_models("gpt2", seed=0, steps=5), tmp_path / "rel")
+    with pytest.raises(ZkfpError, match="supports gated RMSNorm families"):
+        prove(rel, tmp_path / "b", dev_srs=True, progress=False)
+    assert not (tmp_path / "b").exists()
+
+
 def test_cli_exit_codes(bundle, release, tmp_path):
     base = [sys.executable, "-m", "zkfp.cli", "verify", str(bundle), "--release", str(release)]
     env = dict(os.environ)
