@@ -17,6 +17,10 @@ encoder), arranged for a cheap circuit:
   anchors), committed with everything else.
 * Each committed tensor is its own ONNX input (one polycommit commitment each). Passing one
   flat input and slicing it in the graph cost 1.56 M rows instead of 104 K (measured).
+  Stacking the layers into fewer inputs does not pay either: an einsum whose batch index is
+  shared by both operands ('lia,lqa->liq') is not Freivalds-cheap (einsum columns 2.96 M
+  instead of 192 K; the embedded model calibrates to logrows 20 instead of 17), and slicing a
+  committed input copies it (about one cell per element).
 * The public output is the 3·L invariant terms themselves (k×k each). z-scoring and the
   (linear, public) encoder are a fixed public function of them, v = zscore(P·zscore(M)),
   which the verifier recomputes with numpy (`circuits.finish.v_from_terms`) and compares with
