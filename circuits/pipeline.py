@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from circuits.spec import MAX_LOGROWS, CircuitShape
+from circuits.spec import CircuitShape, LayerShape
 from circuits.srs import SrsInfo, cache_dir
 from zkfp.errors import ZkfpError
 
 REBASE_MULTIPLIER = 6  # rescale only values above 6·input_scale: intermediates are never rescaled
+PROVE_BYTES_PER_ROW = 30_000  # peak prover memory per circuit row, measured (see max_logrows)
 
 
 @dataclass(frozen=True)
@@ -65,18 +67,40 @@ class Keys:
         return self.folder / "pk.key"
 
 
-def check_fits(shape: CircuitShape) -> None:
+def max_logrows(memory_bytes: int | None = None) -> int:
+    """The largest circuit this machine can prove: proving takes ~30 KB per circuit row (measured
+    on ezkl 23.0.5 by benchmarks/proof_cost.py: 2.0 GB at 2^16 rows, 3.8 GB at 2^17, 14.5 GB at
+    2^19), and we allow 80 % of the machine's memory."""
+    if memory_bytes is None:
+        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(1, int(math.log2(0.8 * memory_bytes / PROVE_BYTES_PER_ROW)))
+
+
+def _largest_hidden_that_fits(shape: CircuitShape, limit: int) -> int:
+    """Scale the model's width (same heads, MLP ratio and expanded fraction) down until it fits."""
+    for h in range(shape.hidden - shape.hidden % 16, 15, -16):
+        f = h / shape.hidden
+        smaller = replace(shape, hidden=h, head_dim=max(1, round(shape.head_dim * f)),
+                          intermediate=max(1, round(shape.intermediate * f)),
+                          layers=tuple(LayerShape(round(l.expanded * f), max(1, round(shape.intermediate * f))
+                                                  - round(l.expanded * f)) for l in shape.layers))
+        if smaller.estimate_logrows() <= limit:
+            return h
+    return 0
+
+
+def check_fits(shape: CircuitShape, limit: int | None = None) -> None:
     """Refuse, before any work, a circuit too large for this machine, saying what fits."""
+    limit = max_logrows() if limit is None else limit
     k = shape.estimate_logrows()
-    if k <= MAX_LOGROWS:
+    if k <= limit:
         return
-    budget = (1 << MAX_LOGROWS) * shape.num_inner_cols
     raise ZkfpError(
-        f"this model needs a circuit of about 2^{k} rows (~{shape.estimate_rows():,} rows, "
-        f"{shape.weight_elements():,} committed weight elements); one circuit on this machine fits "
-        f"logrows ≤ {MAX_LOGROWS} (~{budget // 2:,} committed elements at k={shape.k} tokens, i.e. "
-        f"roughly hidden ≤ 512 with intermediate ≤ 1408 for the last {len(shape.layers)} layers). "
-        f"Use fewer tokens or layers; chunked circuits are not implemented yet."
+        f"this model needs one circuit of about 2^{k} rows ({shape.weight_elements():,} committed weight "
+        f"elements of the last {len(shape.layers)} layers at k={shape.k} tokens), about "
+        f"{(PROVE_BYTES_PER_ROW << k) / 1e9:.0f} GB to prove; this machine proves circuits up to 2^{limit} rows. "
+        f"A model of this architecture fits up to hidden size {_largest_hidden_that_fits(shape, limit)} "
+        f"(with its head count and MLP ratio). Chunked circuits, which would split it, are not built yet."
     )
 
 
@@ -162,7 +186,7 @@ def calibrated_logrows(shape: CircuitShape, inputs) -> int:
         (tmp / "data.json").write_text(input_json(inputs))
         ezkl.calibrate_settings(str(tmp / "data.json"), str(tmp / "network.onnx"), str(tmp / "settings.json"),
                                 "resources", scales=[shape.input_scale],
-                                scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=MAX_LOGROWS)
+                                scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=max_logrows())
         logrows = int(json.loads((tmp / "settings.json").read_text())["run_args"]["logrows"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -175,8 +199,8 @@ def build(shape: CircuitShape, inputs=None, logrows: int | None = None) -> Circu
     given: the prover; the verifier passes the bundle's logrows and rebuilds). Cached."""
     if logrows is None:
         logrows = calibrated_logrows(shape, inputs)
-    if not 1 <= logrows <= MAX_LOGROWS:
-        raise ZkfpError(f"logrows {logrows} is outside what this machine builds (1..{MAX_LOGROWS})")
+    if not 1 <= logrows <= max_logrows():
+        raise ZkfpError(f"logrows {logrows} is outside what this machine builds (1..{max_logrows()})")
     final = cache_dir() / "circuits" / f"{shape.key()}-k{logrows}"
     if (final / "model.compiled").is_file():
         return Circuit(shape, final)

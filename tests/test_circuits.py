@@ -91,8 +91,15 @@ def test_too_large_model_is_refused_before_any_work():
 
     big = CircuitShape(k=16, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
                        layers=(LayerShape(10000, 4336),) * 2, m=64)
-    with pytest.raises(ZkfpError, match="fits"):
-        check_fits(big)
+    with pytest.raises(ZkfpError, match=r"up to 2\^19 rows. A model of this architecture fits up to hidden size 1\d\d "):
+        check_fits(big, limit=19)
+
+
+def test_circuit_size_limit_follows_the_machines_memory():
+    from circuits.pipeline import max_logrows
+
+    assert max_logrows(24 * 10**9) == 19   # this 24 GB machine: 2^19 rows proved in 14.5 GB
+    assert max_logrows(128 * 2**30) == 21
 
 
 def test_shape_key_is_stable_and_shape_sensitive():
@@ -121,15 +128,3 @@ def test_lsq_weights_rebuild_down_projection():
     w = lsq_weights("silu", a, (1, 2))
     rebuilt = (theta[[1, 2]] * w[:, None, :]).sum(0)
     assert np.allclose(rebuilt, w_down, atol=1e-5)
-
-
-def test_numpy_quantisation_matches_ezkl():
-    import ezkl
-    import numpy as np
-
-    from verifier.verify import felt_to_quantised
-
-    rng = np.random.default_rng(1)
-    xs = np.concatenate([rng.normal(scale=0.1, size=500), np.array([0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5]) / 1024,
-                         np.array([0.4999, -0.4999, 1e-9, -1e-9])]).astype(np.float32).astype(np.float64)
-    assert felt_to_quantised(xs, 10) == [ezkl.float_to_felt(float(x), 10) for x in xs]

@@ -176,9 +176,11 @@ def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch)
     srs = tmp_path / "srs.bin"
     shutil.copyfile(dev_path(m["srs"]["file_logrows"]), srs)
     monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
-    res = _verify(bundle, release, srs=srs)
+    said: list[str] = []
+    res = _verify(bundle, release, srs=srs, progress=said.append)
     assert res.ok, res.reasons
     assert res.checks["key"] == "derived"
+    assert any("deriving the verification key" in line for line in said), said
 
 
 def test_settings_edited(copy, release):

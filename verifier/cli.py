@@ -21,7 +21,8 @@ def _verify(args) -> int:
 
     from verifier.verify import verify_bundle
 
-    res = verify_bundle(args.bundle, args.release, srs=args.srs, allow_dev_srs=args.allow_dev_srs)
+    res = verify_bundle(args.bundle, args.release, srs=args.srs, allow_dev_srs=args.allow_dev_srs,
+                        progress=lambda line: print(line + " …", file=sys.stderr))
     if args.json:
         print(json.dumps(res.to_json()))
     elif res.ok:

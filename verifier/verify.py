@@ -1,6 +1,6 @@
 """Check a proof bundle against the verifier's own copy of the release.
 
-numpy, safetensors, Pillow and ezkl only: no torch, no transformers.
+numpy, safetensors, onnx, Pillow and ezkl only: no torch, no transformers.
 
 `ezkl.verify` alone checks none of the instance values nor the commitments; every binding
 below is ours:
@@ -10,12 +10,13 @@ below is ours:
      recomputed from the release equals the bundle's;
   3. the SRS: a dev SRS is refused unless allowed;
   4. the settings are the ones this circuit shape requires (visibility, scales, instances);
-  5. the commitments: the verifier quantises its own release tensors exactly as ezkl does,
-     commits them (kzg_commit), swaps them into a copy of the proof and verifies: a proof made
-     from any other weights fails;
-  6. the key: the verifier rebuilds the circuit from the release's shape and derives the
+  5. the key: the verifier rebuilds the circuit from the release's shape and derives the
      verification key itself (cached); the bundle's settings and key must be exactly those;
-  7. the proof verifies under that key (after the swap, so 5-7 are one check);
+  6. the commitments: ezkl evaluates the circuit on the verifier's own release tensors
+     (gen_witness, which quantises and commits them); the commitments are swapped into a copy
+     of the proof: a proof made from any other weights fails;
+  7. the proof verifies under the derived key, and its public terms are the ones the circuit
+     computes from this release;
   8. the public outputs of the proof, decoded, give the manifest's v (recomputed with numpy);
   9. re-rendering v gives the bundle's PNG byte for byte.
 """
@@ -23,9 +24,9 @@ below is ours:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,24 +73,6 @@ def _read_json(path: Path, what: str):
 
 def _sha(path: Path) -> str:
     return sha256_file(path)
-
-
-def felt_to_quantised(values: np.ndarray, scale: int) -> list[str]:
-    """Quantise floats exactly as ezkl does for an input at `scale` and encode as field elements.
-
-    ezkl: int = round(x · 2^scale) (Rust `f64::round`, half away from zero), then the field
-    element (negative → p − |int|) as 32-byte little-endian hex.
-    """
-    y = np.asarray(values, dtype=np.float64) * float(2 ** scale)
-    q = (np.sign(y) * np.floor(np.abs(y) + 0.5)).astype(np.int64)
-    out = []
-    for v in q.tolist():
-        out.append((v if v >= 0 else BN254_R + v).to_bytes(32, "little").hex())
-    return out
-
-
-# The BN254 scalar field modulus (ezkl's field).
-BN254_R = 0x30644E72E131A029B85045B68181585D2833E84879B9709143E1F593F0000001
 
 
 def _resolve_srs(manifest_srs: dict, srs, allow_dev: bool, checks: dict):
@@ -153,16 +136,20 @@ def _check_settings(settings: dict, shape, logrows: int, n_out: int) -> None:
         raise _Invalid("settings.json is not this circuit's: " + "; ".join(problems))
 
 
-def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks: dict) -> tuple[Path, Path]:
+def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks: dict, say):
     """Rebuild this shape's circuit (torch-free ONNX, settings from the shape alone) at the bundle's
     logrows, derive its verification key with the SRS, and require the bundle's settings and key
-    to be exactly those (returns the verifier's own key and settings files): a key of any other circuit, however valid, is refused. Cached per
-    (shape, logrows, SRS), so only the first bundle of a shape pays for the setup."""
+    to be exactly those: a key of any other circuit, however valid, is refused. Returns the
+    verifier's own circuit and key file. Cached per (shape, logrows, SRS), so only the first
+    bundle of a shape on a machine pays for the setup."""
     from circuits import pipeline
 
     try:
         circuit = pipeline.build(shape, logrows=logrows)
         cached = (pipeline.keys_folder(circuit, info) / "vk.key").is_file()
+        if not cached:
+            say(f"deriving the verification key of this circuit (logrows {logrows}; once per circuit shape "
+                f"and SRS on this machine, about as long as a setup)")
         keys = pipeline.keys(circuit, info)
     except ZkfpError as exc:
         raise _Invalid(f"cannot rebuild this bundle's circuit: {exc}") from None
@@ -175,22 +162,16 @@ def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks:
         raise _Invalid("vk.key is not the verification key of this circuit (the verifier derived the key "
                        "from the release's shape and the SRS; the bundle's differs)")
     checks["key"] = "cached" if cached else "derived"
-    return keys.vk, circuit.settings
+    return circuit, keys.vk
 
 
-def _witness_for_swap(commitments, outputs) -> dict:
-    return {
-        "inputs": [[]], "pretty_elements": None, "outputs": [outputs],
-        "processed_inputs": {"poseidon_hash": None, "polycommit": commitments},
-        "processed_params": None, "processed_outputs": None,
-        "max_lookup_inputs": 0, "min_lookup_inputs": 0, "max_range_size": 0, "version": "23.0.5",
-    }
-
-
-def verify_bundle(bundle_dir, release_dir, srs=None, allow_dev_srs: bool = False) -> VerifyResult:
+def verify_bundle(bundle_dir, release_dir, srs=None, allow_dev_srs: bool = False,
+                  progress: Callable[[str], None] | None = None) -> VerifyResult:
+    """Check the bundle against the verifier's copy of the release; `progress` receives a line
+    before any slow step (the first bundle of a circuit shape derives the key)."""
     checks: dict = {}
     try:
-        v = _verify(Path(bundle_dir), Path(release_dir), srs, allow_dev_srs, checks)
+        v = _verify(Path(bundle_dir), Path(release_dir), srs, allow_dev_srs, checks, progress or (lambda _: None))
         return VerifyResult(ok=True, status="valid", reasons=[], v=v, checks=checks)
     except _Invalid as exc:
         return VerifyResult(ok=False, status="invalid", reasons=[str(exc)], checks=checks)
@@ -198,9 +179,10 @@ def verify_bundle(bundle_dir, release_dir, srs=None, allow_dev_srs: bool = False
         return VerifyResult(ok=False, status="unusable", reasons=[str(exc)], checks=checks)
 
 
-def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> list[float]:
+def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict, say) -> list[float]:
     import ezkl
 
+    from circuits import pipeline
     from circuits.finish import n_outputs, v_from_terms
     from circuits.inputs import Release, release_inputs, shape_of
     from circuits.projection import load_projection
@@ -270,9 +252,12 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
     n_out = n_outputs(shape)
     _check_settings(settings, shape, logrows, n_out)
     checks["settings"] = "ok"
-    vk, settings_path = _derive_key(shape, settings, logrows, info, bundle, checks)
 
-    # 5+6. commitments recomputed from the verifier's release, swapped in, then verify
+    # 5. the key, derived by the verifier
+    circuit, vk = _derive_key(shape, settings, logrows, info, bundle, checks, say)
+    settings_path = circuit.settings
+
+    # 6+7. commitments recomputed from the verifier's release, swapped in, then verify
     try:
         inputs = release_inputs(rel, shape, token_ids)
     except ZkfpError as exc:
@@ -285,16 +270,13 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
         raise _Unusable("proof.json is malformed (no instances)") from None
     with tempfile.TemporaryDirectory(prefix="zkfp-verify-") as tmp:
         tmp = Path(tmp)
-        commitments = []
-        for a in inputs:
-            felts = felt_to_quantised(np.asarray(a, dtype=np.float32).reshape(-1).astype(np.float64), shape.input_scale)
-            try:
-                points = ezkl.kzg_commit(felts, vk_path=str(vk),
-                                         settings_path=str(settings_path), srs_path=str(info.path))
-            except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError/ValueError on bad keys
-                raise _Invalid(f"cannot commit to the release under this key/settings: {exc}") from None
-            commitments.append([_g1_json(p) for p in points])
-        (tmp / "witness.json").write_text(json.dumps(_witness_for_swap(commitments, instances)))
+        # ezkl quantises and commits the verifier's own tensors (one pass: the SRS is loaded once)
+        (tmp / "input.json").write_text(pipeline.input_json(inputs))
+        try:
+            witness = ezkl.gen_witness(str(tmp / "input.json"), str(circuit.compiled), str(tmp / "witness.json"),
+                                       vk_path=str(vk), srs_path=str(info.path))
+        except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError/ValueError on unusable values
+            raise _Invalid(f"cannot evaluate the circuit on this release: {exc}") from None
         shutil.copyfile(bundle / "proof.json", tmp / "proof.json")
         before = json.loads((tmp / "proof.json").read_text()).get("proof")
         try:
@@ -314,10 +296,12 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
         raise _Invalid("the proof was not made from this release: its commitments differ from the ones "
                        "recomputed from the release tensors")
     if not verified:
-        raise _Invalid(f"the proof does not verify under the bundle's key: {err}")
+        raise _Invalid(f"the proof does not verify under the circuit's key: {err}")
+    if [str(x) for x in witness["outputs"][0]] != [str(x) for x in instances]:
+        raise _Invalid("the proof's public terms are not the ones the circuit computes from this release")
     checks["proof"] = "ok"
 
-    # 7. public outputs → v
+    # 8. public outputs → v
     if [str(x) for x in instances] != [str(x) for x in out_felts]:
         raise _Invalid("the manifest's output field elements differ from the proof's public values")
     scale = int(settings["model_output_scales"][0])
@@ -331,25 +315,15 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict) -> 
         raise _Invalid("v in the manifest is not the v the proof establishes")
     checks["v"] = "ok"
 
-    # 8. the picture
+    # 9. the picture
     if render.png_bytes([float(x) for x in v_manifest]) != (bundle / "fingerprint.png").read_bytes():
         raise _Invalid("fingerprint.png is not the rendering of v")
     checks["png"] = "ok"
 
-    # 9. the manifest's own record of the bundle files
+    # 10. the manifest's own record of the bundle files
     record = entry.get("sha256") if isinstance(entry.get("sha256"), dict) else {}
     for name in ("proof.json", "vk.key", "settings.json"):
         if record.get(name) != _sha(bundle / name):
             raise _Invalid(f"{name} differs from the manifest's record of it")
     checks["bundle_record"] = "ok"
     return [float(x) for x in v_manifest]
-
-
-def _g1_json(point) -> str:
-    """A PyG1Affine as ezkl writes it in witness files: compressed, x little-endian hex with the
-    top bit of the last byte set when y is odd."""
-    x = bytearray(bytes.fromhex(point.x))
-    y = bytes.fromhex(point.y)
-    if y[0] & 1:
-        x[-1] |= 0x80
-    return x.hex()
