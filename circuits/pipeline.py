@@ -17,7 +17,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -168,6 +170,21 @@ def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, logrows: int
     out.write_text(json.dumps(s))
 
 
+@contextmanager
+def _stdout_silenced():
+    """ezkl's calibration prints a fidelity table straight to the process's stdout (from Rust);
+    keep it out of our output."""
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def calibrated_logrows(shape: CircuitShape, inputs) -> int:
     """The smallest logrows the circuit fits in (ezkl's calibration, run once per shape)."""
     pointer = cache_dir() / "circuits" / f"{shape.key()}.logrows"
@@ -184,13 +201,15 @@ def calibrated_logrows(shape: CircuitShape, inputs) -> int:
         onnx.save(build_onnx(shape), str(tmp / "network.onnx"))
         ezkl.gen_settings(str(tmp / "network.onnx"), str(tmp / "settings.json"), py_run_args=run_args(shape))
         (tmp / "data.json").write_text(input_json(inputs))
-        ezkl.calibrate_settings(str(tmp / "data.json"), str(tmp / "network.onnx"), str(tmp / "settings.json"),
-                                "resources", scales=[shape.input_scale],
-                                scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=max_logrows())
+        with _stdout_silenced():
+            ezkl.calibrate_settings(str(tmp / "data.json"), str(tmp / "network.onnx"), str(tmp / "settings.json"),
+                                    "resources", scales=[shape.input_scale],
+                                    scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=max_logrows())
         logrows = int(json.loads((tmp / "settings.json").read_text())["run_args"]["logrows"])
+        (tmp / "logrows").write_text(str(logrows))
+        os.replace(tmp / "logrows", pointer)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    pointer.write_text(str(logrows))
     return logrows
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from verifier import VerifyResult
 
 console = Console()
 
@@ -108,7 +112,7 @@ def fingerprint_all(models: dict[str, Path], out_dir: Path) -> dict:
     return fps
 
 
-def prove_and_verify(release: Path, out_dir: Path, srs: str | None) -> tuple[Path, object, dict]:
+def prove_and_verify(release: Path, out_dir: Path, srs: str | None) -> tuple[Path, VerifyResult, dict]:
     """Prove the release's fingerprint (a dev SRS unless a ceremony SRS is given) and verify the
     bundle as a third party would: against the release, with the key derived by the verifier."""
     from prover import prove
