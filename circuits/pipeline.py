@@ -74,8 +74,19 @@ def max_logrows(memory_bytes: int | None = None) -> int:
     on ezkl 23.0.5 by benchmarks/proof_cost.py: 2.0 GB at 2^16 rows, 3.8 GB at 2^17, 14.5 GB at
     2^19), and we allow 80 % of the machine's memory."""
     if memory_bytes is None:
-        memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory_bytes = _machine_memory()
     return max(1, int(math.log2(0.8 * memory_bytes / PROVE_BYTES_PER_ROW)))
+
+
+def _machine_memory() -> int:
+    """Physical memory, or the container's cgroup limit when that is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            total = min(total, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # absent, or "max"
+            continue
+    return total
 
 
 def _largest_hidden_that_fits(shape: CircuitShape, limit: int) -> int:
