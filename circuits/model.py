@@ -26,7 +26,8 @@ encoder), arranged for a cheap circuit:
   which the verifier recomputes with numpy (`circuits.finish.v_from_terms`) and compares with
   the bundle's v. Measured on ezkl 23.0.5: the in-circuit variance/rsqrt fails to synthesise
   at the scales the unrescaled terms need ("General synthesis error"), and the constant
-  64×1536 encoder matvec alone costs ~100 K rows (the terms cost ~104 K). The terms are
+  64×1536 encoder matvec alone costs 49,952 rows with P as fixed parameters (the terms cost
+  104,496 at hidden 64, so it would double the proof there). The terms are
   computable by anyone holding the (public) release, so publishing them reveals nothing new.
 """
 
