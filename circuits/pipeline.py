@@ -1,4 +1,4 @@
-"""ONNX export, ezkl settings/compile/setup, and the cache keyed by circuit shape.
+"""The circuit compiled with ezkl: its ONNX graph, settings, compile, setup, and the cache keyed by shape.
 
 Cache layout (root: $ZKFP_CACHE or ~/.cache/zkfp):
   circuits/<shape key>.logrows                the calibrated size (prover only)
