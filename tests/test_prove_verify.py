@@ -100,6 +100,14 @@ def test_flipped_byte_in_proof(copy, release):
     _refused(_verify(copy, release), words=("proof",))
 
 
+def test_truncated_proof_bytes(copy, release):
+    """ezkl panics on a short proof; the verifier must still answer with a reason."""
+    p = json.loads((copy / "proof.json").read_text())
+    p["proof"] = p["proof"][:10]
+    (copy / "proof.json").write_text(json.dumps(p))
+    _refused(_verify(copy, release), words=("malformed or truncated proof",))
+
+
 def test_other_models_release(bundle, other_release):
     _refused(_verify(bundle, other_release), words=("release",))
 

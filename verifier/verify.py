@@ -27,6 +27,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,6 +137,18 @@ def _check_settings(settings: dict, shape, logrows: int, n_out: int) -> None:
         raise _Invalid("settings.json is not this circuit's: " + "; ".join(problems))
 
 
+@contextmanager
+def _refused_by_ezkl(what: str):
+    """Turn a failure inside ezkl into a refusal with a reason. ezkl raises on bad input, or
+    panics: pyo3's PanicException derives from BaseException, so `except Exception` misses it."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit, _Invalid, _Unusable):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see above
+        raise _Invalid(f"{what}: {exc}") from None
+
+
 def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks: dict, say):
     """Rebuild this shape's circuit (torch-free ONNX, settings from the shape alone) at the bundle's
     logrows, derive its verification key with the SRS, and require the bundle's settings and key
@@ -144,17 +157,13 @@ def _derive_key(shape, settings: dict, logrows: int, info, bundle: Path, checks:
     bundle of a shape on a machine pays for the setup."""
     from circuits import pipeline
 
-    try:
+    with _refused_by_ezkl("cannot rebuild this bundle's circuit and derive its key with this SRS"):
         circuit = pipeline.build(shape, logrows=logrows)
         cached = (pipeline.keys_folder(circuit, info) / "vk.key").is_file()
         if not cached:
             say(f"deriving the verification key of this circuit (logrows {logrows}; once per circuit shape "
                 f"and SRS on this machine, about as long as a setup)")
         keys = pipeline.keys(circuit, info)
-    except ZkfpError as exc:
-        raise _Invalid(f"cannot rebuild this bundle's circuit: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError on an SRS that does not fit
-        raise _Invalid(f"cannot derive the verification key with this SRS: {exc}") from None
     if pipeline.settings_digest(settings) != pipeline.settings_digest(circuit.settings_json()):
         raise _Invalid("settings.json is not this circuit's: it differs from the settings the verifier "
                        "derives from the release's shape")
@@ -272,31 +281,20 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict, say
         tmp = Path(tmp)
         # ezkl quantises and commits the verifier's own tensors (one pass: the SRS is loaded once)
         (tmp / "input.json").write_text(pipeline.input_json(inputs))
-        try:
+        with _refused_by_ezkl("cannot evaluate the circuit on this release"):
             witness = ezkl.gen_witness(str(tmp / "input.json"), str(circuit.compiled), str(tmp / "witness.json"),
                                        vk_path=str(vk), srs_path=str(info.path))
-        except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError/ValueError on unusable values
-            raise _Invalid(f"cannot evaluate the circuit on this release: {exc}") from None
         shutil.copyfile(bundle / "proof.json", tmp / "proof.json")
         before = json.loads((tmp / "proof.json").read_text()).get("proof")
-        try:
+        with _refused_by_ezkl("proof.json cannot hold the release's commitments (malformed or truncated proof)"):
             ezkl.swap_proof_commitments(str(tmp / "proof.json"), str(tmp / "witness.json"))
-        except Exception as exc:  # noqa: BLE001
-            raise _Invalid(f"cannot bind the proof to the release's commitments: {exc}") from None
-        after = json.loads((tmp / "proof.json").read_text()).get("proof")
-        commit_ok = before == after
-        checks["commitments_match"] = commit_ok
-        try:
+        checks["commitments_match"] = before == json.loads((tmp / "proof.json").read_text()).get("proof")
+        if not checks["commitments_match"]:
+            raise _Invalid("the proof was not made from this release: its commitments differ from the ones "
+                           "recomputed from the release tensors")
+        with _refused_by_ezkl("the proof does not verify under the circuit's key"):
             ezkl.verify(proof_path=str(tmp / "proof.json"), settings_path=str(settings_path),
                         vk_path=str(vk), srs_path=str(info.path))
-            verified = True
-        except Exception as exc:  # noqa: BLE001 - ezkl raises RuntimeError on a bad proof
-            verified, err = False, str(exc)
-    if not commit_ok:
-        raise _Invalid("the proof was not made from this release: its commitments differ from the ones "
-                       "recomputed from the release tensors")
-    if not verified:
-        raise _Invalid(f"the proof does not verify under the circuit's key: {err}")
     if [str(x) for x in witness["outputs"][0]] != [str(x) for x in instances]:
         raise _Invalid("the proof's public terms are not the ones the circuit computes from this release")
     checks["proof"] = "ok"
