@@ -145,4 +145,6 @@ def release_inputs(rel: Release, shape: CircuitShape, token_ids: list[int]) -> l
     for (name, want), arr in zip(shape.input_specs(), out):
         if tuple(arr.shape) != tuple(want):
             raise ReleaseError(f"circuit input {name} has shape {arr.shape}, the circuit expects {want}")
+        if not np.isfinite(arr).all():
+            raise ReleaseError(f"circuit input {name} holds non-finite values (NaN or inf): no fingerprint to prove")
     return out

@@ -84,6 +84,28 @@ def test_onnx_graph_computes_the_torch_reference(tmp_path):
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
+def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    import taylor
+    from circuits.inputs import Release, release_inputs, shape_of
+    from fingerprint import spec
+    from zkfp.errors import ReleaseError
+    from zkfp.zoo import embedded
+
+    rel_dir = taylor.protect(embedded.path(), tmp_path / "rel")
+    last = sorted(rel_dir.glob("layer-*.safetensors"))[-1]
+    tensors = load_file(last)
+    name = next(n for n in tensors if n.endswith("q_proj.weight"))
+    tensors[name][0, 0] = np.nan
+    save_file(tensors, last)
+    rel = Release(rel_dir)
+    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    with pytest.raises(ReleaseError, match="l1.q holds non-finite values"):
+        release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
+
+
 def test_too_large_model_is_refused_before_any_work():
     from circuits.pipeline import check_fits
     from circuits.spec import CircuitShape, LayerShape
