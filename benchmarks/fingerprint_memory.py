@@ -6,7 +6,8 @@ Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, i
 11008, vocab 32000, 32 heads) but only `--layers` blocks, fp16, sharded one file per block,
 directly with safetensors. Then measures, each in a fresh process: the import baseline,
 `fingerprint.extract` (lazy per-tensor reads) and the HuRef way (load the whole model in fp32
-with transformers, then compute the terms of the last two layers). Peak RSS is ru_maxrss.
+with transformers, then compute the terms of the last two layers). Peak RSS is the child's
+VmHWM (ru_maxrss would carry the forking parent's peak across exec).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def write_checkpoint(out: Path, layers: int) -> Path:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {root!r})
 mode, path, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import torch
@@ -101,7 +102,7 @@ elif mode == "huref":
                                          w("mlp.gate_proj"), 32, 32))
 elapsed = time.time() - t
 print(json.dumps({{"mode": mode, "seconds": elapsed, "rss_before_mb": before, "anon_before_mb": anon_before, "peak_anon_mb": max(peak_anon[0], status("RssAnon:")),
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+                  "peak_rss_mb": status("VmHWM:")}}))
 """
 
 

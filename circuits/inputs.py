@@ -90,15 +90,11 @@ class Release:
 
 
 def lsq_weights(activation: str, anchor: np.ndarray, orders=DEFAULT_ORDERS) -> np.ndarray:
-    """w_{n,j} = c_n(a_j) / Σ_n c_n(a_j)² for the circuit's orders: (len(orders), S), float32.
+    """taylor.jets.lsq_weights for the circuit's orders, float32 (numpy only; the verifier
+    recomputes them from its own copy of the anchors)."""
+    from taylor.jets import lsq_weights as weights
 
-    numpy only; the verifier recomputes them from its own copy of the anchors.
-    """
-    from taylor.jets import activation_jet
-
-    c = activation_jet(activation, np.asarray(anchor, dtype=np.float64), max(orders))[list(orders)]
-    denom = np.maximum((c * c).sum(axis=0), 1e-300)
-    return (c / denom).astype(np.float32)
+    return weights(activation, anchor, orders).astype(np.float32)
 
 
 def last_layers(rel: Release, n_layers: int) -> list[int]:

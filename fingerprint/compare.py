@@ -53,7 +53,8 @@ def compare(a: Fingerprint, b: Fingerprint) -> dict:
     sim = inv.ics(x, y)
     t = THRESHOLDS[basis]
     verdict = "same-lineage" if sim >= t["related"] else "unrelated" if sim <= t["unrelated"] else "inconclusive"
-    v_sim = inv.ics(torch.tensor(a.v, dtype=torch.float64), torch.tensor(b.v, dtype=torch.float64))
+    v_sim = sim if basis == "v" else inv.ics(torch.tensor(a.v, dtype=torch.float64),
+                                             torch.tensor(b.v, dtype=torch.float64))
     return {"similarity": round(sim, 4), "verdict": verdict, "basis": basis,
             "v_similarity": round(v_sim, 4),
             "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},

@@ -63,7 +63,7 @@ def _apply_llama(model, T: set, gen):
     d, H, KV = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
     hd = getattr(cfg, "head_dim", None) or d // H
     layers = model.model.layers
-    embed, lm_head, final = model.model.embed_tokens.weight, model.lm_head.weight, model.model.norm.weight
+    embed, lm_head = model.model.embed_tokens.weight, model.lm_head.weight
 
     if "T6" in T or "T2" in T:
         for blk in layers:
@@ -147,7 +147,6 @@ def _apply_llama(model, T: set, gen):
             for lin in lins:
                 lin.weight.mul_((norm.weight / new)[None, :])
             norm.weight.copy_(new)
-    _ = final
 
 
 # -- GPT-2 (LayerNorm, Conv1D (in, out), GELU MLP, tied embeddings) -------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from fingerprint import spec
+from fingerprint.invariants import zscore
 
 ASSET = Path(__file__).resolve().parent / "assets" / "encoder.safetensors"
 
@@ -29,20 +30,14 @@ def projection_matrix(n: int, m: int = spec.M_DIM, seed: int = spec.ENCODER_SEED
     return torch.randn(m, n, generator=gen, dtype=torch.float64).float() / n ** 0.5
 
 
-def zscore_vec(y: torch.Tensor) -> torch.Tensor:
-    """Final z-score over the m entries (the only data-dependent division)."""
-    y = y - y.mean()
-    return y / y.pow(2).mean().sqrt().clamp_min(1e-30)
-
-
 def project(z: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
     """gaussian-projection/1: zscore(P z)."""
-    return zscore_vec(P @ z)
+    return zscore(P @ z)
 
 
 def mlp(z: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
     """mlp/1: zscore(W2 relu(W1 z + b1) + b2)."""
-    return zscore_vec(w2 @ torch.relu(w1 @ z + b1) + b2)
+    return zscore(w2 @ torch.relu(w1 @ z + b1) + b2)
 
 
 @lru_cache(maxsize=4)

@@ -26,9 +26,7 @@ class ReleaseSource(_CheckpointSource):
 
     def embedding_rows(self, ids: list[int]) -> torch.Tensor:
         key = self.reader.embedding_key()
-        if hasattr(self.release_reader, "get_rows"):
-            return self.release_reader.get_rows(key, ids, DTYPE)
-        return self.release_reader.get(key, DTYPE)[torch.tensor(ids)].clone()
+        return self.release_reader.get_rows(key, ids, DTYPE)
 
     def vocab(self) -> int:
         return self.release_reader.shape(self.reader.embedding_key())[0]

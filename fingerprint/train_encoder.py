@@ -22,7 +22,7 @@ import torch
 
 from fingerprint import invariants as inv
 from fingerprint import spec
-from fingerprint.encoder import ASSET, projection_matrix, zscore_vec
+from fingerprint.encoder import ASSET, projection_matrix
 
 HIDDEN = 64
 
@@ -115,7 +115,6 @@ def main(argv=None) -> int:
     save_file(tensors, args.out, metadata={"spec": spec.SPEC_VERSION, "seed": str(args.seed), "steps": str(args.steps)})
     params = sum(t.numel() for k, t in tensors.items() if k.startswith("mlp."))
     print(f"wrote {args.out} (mlp/1: {params} parameters; projection {tuple(tensors['projection'].shape)})")
-    _ = zscore_vec
     return 0
 
 

@@ -23,16 +23,9 @@ import numpy as np
 from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
-BUNDLE_FORMAT = "zkfp-proof-bundle"
-BUNDLE_VERSION = 1
+from verifier.verify import BUNDLE_FORMAT, BUNDLE_VERSION  # the reader owns the format
+
 MIN_COSINE = 0.99
-
-
-def projection_matrix(n: int, m: int) -> np.ndarray:
-    """The spec encoder's projection P (m × n), exactly as fingerprint.encoder uses it."""
-    from circuits.projection import load_projection
-
-    return load_projection(n, m)
 
 
 def _progress(enabled: bool):
@@ -68,12 +61,6 @@ def _progress(enabled: bool):
     return _Rich()
 
 
-def felt_to_float(felt: str, scale: int) -> float:
-    import ezkl
-
-    return float(ezkl.felt_to_float(felt, scale))
-
-
 def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool = True,
           force: bool = False, timings: dict | None = None) -> Path:
     """Prove the fingerprint of the release in `release_dir`; write the bundle to `out_dir`."""
@@ -85,6 +72,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
     from circuits.finish import v_from_terms
     from circuits.inputs import Release, release_inputs, shape_of
     from circuits.model import float_fingerprint
+    from circuits.projection import load_projection
     from fingerprint import render
     from fingerprint import spec as fspec
     from taylor.release import ReleaseReader
@@ -98,10 +86,11 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
         raise ZkfpError(f"output exists: {out_dir} (pass --force to replace it)")
     with _progress(progress) as bar:
         bar.step("reading release")
-        checked = ReleaseReader(release_dir, verify=True)  # hashes, shapes, format
-        release_files = {p.name: sha256_file(p) for p in checked.files()}
-        release_files["manifest.json"] = sha256_file(release_dir / "manifest.json")
+        ReleaseReader(release_dir, verify=True).close()  # every file's sha256, shapes, format
         rel = Release(release_dir)
+        # the hashes just checked against the manifest, plus the manifest's own
+        release_files = {name: info["sha256"] for name, info in rel.files.items()}
+        release_files["manifest.json"] = sha256_file(release_dir / "manifest.json")
         shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
         pipeline.check_fits(shape)
         token_ids = fspec.select_tokens(rel.vocab(), shape.k)
@@ -143,8 +132,8 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
             outputs = witness["outputs"][0]
             if proof["instances"][0][-len(outputs):] != outputs:
                 raise ZkfpError("internal error: the proof's public outputs are not the witness outputs")
-            terms = np.array([felt_to_float(f, out_scale) for f in outputs])
-            P = projection_matrix(terms.size, shape.m)
+            terms = np.array([ezkl.felt_to_float(f, out_scale) for f in outputs], dtype=np.float64)
+            P = load_projection(terms.size, shape.m)
             v = v_from_terms(terms, shape, P)
             v_float = np.asarray(float_fingerprint(shape, torch.from_numpy(P), inputs))
             cos = float(v @ v_float / (np.linalg.norm(v) * np.linalg.norm(v_float)))

@@ -73,7 +73,7 @@ def recover_down(activation: str, theta: np.ndarray, t: np.ndarray) -> tuple[np.
     """Least-squares W_down[:, S] from Θ (N+1, d, S) given the anchors t (S,); and the relative residual."""
     theta = theta.astype(np.float64)
     c = jets.activation_jet(activation, t, theta.shape[0] - 1)  # (N+1, S)
-    w = np.einsum("nds,ns->ds", theta, c) / np.maximum(np.einsum("ns,ns->s", c, c), 1e-300)
+    w = np.einsum("nds,ns->ds", theta, jets.lsq_weights(activation, t, range(theta.shape[0])))
     resid = theta - c[:, None, :] * w[None]
     norm = np.sqrt(np.einsum("nds,nds->s", theta, theta))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -79,9 +79,12 @@ def activation_jet(activation: str, a: np.ndarray, order: int) -> np.ndarray:
     raise ValueError(f"unknown activation {activation!r}; known: {ACTIVATIONS}")
 
 
-def activation_value(activation: str, z: np.ndarray) -> np.ndarray:
-    """The activation itself in fp64 (reference for tests and the audit)."""
-    return activation_jet(activation, z, 0)[0]
+def lsq_weights(activation: str, anchor: np.ndarray, orders) -> np.ndarray:
+    """w_{n,j} = c_n(a_j) / Σ_n c_n(a_j)² over `orders` (fp64, (len(orders), S)): the least-squares
+    weights that rebuild a down column from its Taylor copies, W_d[:, j] = Σ_n w_{n,j} Θ_n[:, j]."""
+    orders = list(orders)
+    c = activation_jet(activation, np.asarray(anchor, dtype=np.float64), max(orders))[orders]
+    return c / np.maximum((c * c).sum(axis=0), 1e-300)
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

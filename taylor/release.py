@@ -211,22 +211,30 @@ class ReleaseReader:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._info(name)["shape"])
 
-    def dtype(self, name: str) -> str:
-        return self._info(name)["dtype"]
-
     def _info(self, name: str) -> dict:
         if name not in self._tensors:
             raise ReleaseError(f"tensor {name!r} is not in the release")
         return self._tensors[name]
 
-    def get(self, name: str, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+    def _handle(self, name: str):
         from safetensors import safe_open
 
         file_name = self._info(name)["file"]
         if file_name not in self._handles:
             self._handles[file_name] = safe_open(self.path / file_name, framework="pt")
-        tensor = self._handles[file_name].get_tensor(name)  # type: ignore[attr-defined]
+        return self._handles[file_name]
+
+    def get(self, name: str, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+        tensor = self._handle(name).get_tensor(name)  # type: ignore[attr-defined]
         return tensor if dtype is None else tensor.to(dtype)
+
+    def get_rows(self, name: str, rows: list[int], dtype: "torch.dtype | None" = None) -> "torch.Tensor":
+        """Selected rows of a 2-D tensor without materialising the rest (the embedding rows)."""
+        import torch
+
+        sliced = self._handle(name).get_slice(name)
+        out = torch.stack([sliced[r : r + 1][0] for r in rows])
+        return out if dtype is None else out.to(dtype)
 
     def close(self) -> None:
         """Drop the open (memory-mapped) files; later reads reopen them."""
@@ -234,10 +242,6 @@ class ReleaseReader:
 
     def files(self) -> list[Path]:
         return [self.path / n for n in sorted(self._files)]
-
-    def layer_names(self, i: int) -> list[str]:
-        """Every tensor stored in block i's file (non-MLP tensors under their transformers names)."""
-        return [n for n, info in self._tensors.items() if info["file"] == layer_file(i)]
 
     # -- the Taylor MLP of one block ----------------------------------------------------
     @property

@@ -112,7 +112,7 @@ def load_release(release_dir: str | os.PathLike, *, dtype: torch.dtype = torch.f
         model.set_submodule(mlp_module_name(family, i), mlp)
     if (path / "generation_config.json").is_file():
         model.generation_config = GenerationConfig.from_pretrained(path)
-    model.taylor_release = reader
+    reader.close()  # the weights are copied into the model: unmap the release files
     return model
 
 

@@ -72,10 +72,6 @@ def _read_json(path: Path, what: str):
         raise _Unusable(str(exc)) from None
 
 
-def _sha(path: Path) -> str:
-    return sha256_file(path)
-
-
 def _resolve_srs(manifest_srs: dict, srs, allow_dev: bool, checks: dict):
     from circuits import srs as srs_mod
     from zkfp.errors import ZkfpError
@@ -239,7 +235,7 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict, say
         diff = sorted(set(recorded) ^ present)
         raise _Invalid(f"the release's files differ from the bundle's record (e.g. {diff[0]})")
     for name in sorted(recorded):
-        if _sha(release / name) != recorded[name]:
+        if sha256_file(release / name) != recorded[name]:
             raise _Invalid(f"release file {name} differs from the one the proof was made for (sha256)")
     checks["release_hashes"] = "ok"
     try:
@@ -321,7 +317,7 @@ def _verify(bundle: Path, release: Path, srs, allow_dev: bool, checks: dict, say
     # 10. the manifest's own record of the bundle files
     record = entry.get("sha256") if isinstance(entry.get("sha256"), dict) else {}
     for name in ("proof.json", "vk.key", "settings.json"):
-        if record.get(name) != _sha(bundle / name):
+        if record.get(name) != sha256_file(bundle / name):
             raise _Invalid(f"{name} differs from the manifest's record of it")
     checks["bundle_record"] = "ok"
     return [float(x) for x in v_manifest]
