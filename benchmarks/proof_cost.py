@@ -83,11 +83,11 @@ def step_srs(logrows: str) -> dict:
 
 def step_setup(release: str, srs: str) -> dict:
     from circuits import pipeline
-    from circuits.srs import ceremony_srs
+    from circuits.srs import srs_file
 
     shape, inputs = _ctx(release)
     c = pipeline.build(shape, inputs)
-    k = pipeline.keys(c, ceremony_srs(srs))
+    k = pipeline.keys(c, srs_file(srs))
     return {"keys": str(k.folder)}
 
 

@@ -16,24 +16,26 @@ import json
 from pathlib import Path
 
 from circuits.pipeline import settings_digest
+from verifier.bundle import read_bundle
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "embedded.json"
 HOW = "if the change is intended, regenerate with `python -m circuits.golden --update BUNDLE_DIR` and commit"
 
 
 def snapshot(bundle: Path) -> dict:
-    m = json.loads((bundle / "manifest.json").read_text())
-    settings = json.loads((bundle / "settings.json").read_text())
+    b = read_bundle(bundle)
+    proof = b.proofs[0]
+    settings = json.loads(b.file(proof.settings).read_text())
     return {
-        "circuit_key": m["circuit"]["key"],
-        "ezkl_version": m["ezkl_version"],
+        "circuit_key": b.circuit_key,
+        "ezkl_version": b.ezkl_version,
         "logrows": settings["run_args"]["logrows"],
         "num_rows": settings["num_rows"],
         "settings_sha256": settings_digest(settings),
-        "vk_sha256": hashlib.sha256((bundle / "vk.key").read_bytes()).hexdigest(),
-        "srs_sha256": m["srs"]["sha256"],
-        "token_ids": m["token_ids"],
-        "v": m["v"],
+        "vk_sha256": hashlib.sha256(b.file(proof.vk).read_bytes()).hexdigest(),
+        "srs_sha256": b.srs_sha256,
+        "token_ids": list(b.token_ids),
+        "v": list(b.v),
     }
 
 

@@ -1,13 +1,16 @@
-"""The committed circuit inputs, read from a Taylor release with safetensors' numpy API.
+"""The committed circuit inputs, read from a Taylor release's safetensors files with numpy.
 
 numpy only (no torch): the prover and the verifier both call `release_inputs`, so the
-verifier quantises and commits exactly the tensors the prover fed the circuit.
+verifier quantises and commits exactly the tensors the prover fed the circuit. A release keeps
+its source's dtype for the tensors it stores in clear, and numpy has no bfloat16, so tensors
+are read from the safetensors layout directly (`read_tensor`) and widened to float32 exactly.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,68 @@ from zkfp.errors import ReleaseError
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on a file's JSON header
+
+# safetensors dtype -> how its little-endian bytes are stored (BF16: raw bits, widened in to_float32)
+_RAW_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype("<u2"), "F64": np.dtype("<f8")}
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's header (tensor name -> {dtype, shape, data_offsets}) and where its
+    data section starts: an 8-byte little-endian header length, then that many bytes of JSON."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if not 2 <= n <= min(MAX_HEADER_BYTES, size - 8):
+                raise ReleaseError(f"{path.name} is not a safetensors file (bad header length)")
+            header = json.loads(f.read(n))
+    except OSError as exc:
+        raise ReleaseError(f"cannot read {path.name}: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ReleaseError(f"{path.name} has a malformed safetensors header: {exc}") from None
+    if not isinstance(header, dict):
+        raise ReleaseError(f"{path.name} has a malformed safetensors header")
+    return header, 8 + n
+
+
+def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Tensor values as `_RAW_DTYPES[dtype]` reads them, as float32. Exact for F32, F16 and BF16
+    (a bfloat16's bits are the top 16 bits of the float32 of the same value); F64 is rounded."""
+    if dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=False)
+
+
+def read_tensor(path: Path, header: dict, data_start: int, name: str) -> np.ndarray:
+    """One tensor of a safetensors file as float32, reading only its own bytes."""
+    entry = header.get(name)
+    if not isinstance(entry, dict):
+        raise ReleaseError(f"tensor {name} is not in {path.name}")
+    try:
+        dtype, shape = str(entry["dtype"]), tuple(int(x) for x in entry["shape"])
+        begin, end = (int(x) for x in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReleaseError(f"{path.name} has a malformed header entry for {name}: {exc}") from None
+    raw_dtype = _RAW_DTYPES.get(dtype)
+    if raw_dtype is None:
+        raise ReleaseError(f"tensor {name} has dtype {dtype}; the circuit reads floating-point tensors "
+                           f"({', '.join(_RAW_DTYPES)}) only")
+    count = int(np.prod(shape, dtype=np.int64))
+    if min(shape, default=0) < 0 or not 0 <= begin <= end or end - begin != count * raw_dtype.itemsize:
+        raise ReleaseError(f"{path.name} has inconsistent offsets for tensor {name}")
+    try:
+        with open(path, "rb") as f:
+            if data_start + end > os.fstat(f.fileno()).st_size:
+                raise ReleaseError(f"{path.name} is truncated (tensor {name})")
+            raw = np.empty(count, dtype=raw_dtype)
+            f.seek(data_start + begin)
+            if f.readinto(raw.view(np.uint8)) != raw.nbytes:
+                raise ReleaseError(f"{path.name} is truncated (tensor {name})")
+    except OSError as exc:
+        raise ReleaseError(f"cannot read tensor {name} from {path.name}: {exc}") from None
+    return to_float32(raw, dtype).reshape(shape)
 
 
 class Release:
@@ -52,7 +117,7 @@ class Release:
         self.prefix = next((p for p in fam.base_prefixes if p + fam.embed in self.tensors), None)
         if self.prefix is None:
             raise ReleaseError("release has no embedding tensor")
-        self._handles: dict = {}
+        self._headers: dict[str, tuple[dict, int]] = {}  # file name -> (header, data start)
 
     # -- tensors --------------------------------------------------------------------------
     def key(self, name: str, layer: int | None = None) -> str:
@@ -61,26 +126,19 @@ class Release:
         return self.prefix + self.arch.family.layer.format(i=layer) + name
 
     def get(self, name: str) -> np.ndarray:
-        from safetensors import safe_open
-
+        """A tensor as float32 (F32, F16, BF16 exactly; F64 rounded; other dtypes refused)."""
         info = self.tensors.get(name)
         if info is None:
             raise ReleaseError(f"tensor {name!r} is not in the release")
         fname = info["file"]
         if "/" in fname or "\\" in fname or fname.startswith("."):
             raise ReleaseError(f"release lists a file name that is not a plain name: {fname!r}")
-        if fname not in self._handles:
-            try:
-                self._handles[fname] = safe_open(self.path / fname, framework="np")
-            except Exception as exc:  # noqa: BLE001 - safetensors raises several types
-                raise ReleaseError(f"cannot read {fname}: {exc}") from None
-        try:
-            arr = self._handles[fname].get_tensor(name)
-        except Exception as exc:  # noqa: BLE001
-            raise ReleaseError(f"cannot read tensor {name} from {fname}: {exc}") from None
+        if fname not in self._headers:
+            self._headers[fname] = read_header(self.path / fname)
+        arr = read_tensor(self.path / fname, *self._headers[fname], name)
         if tuple(arr.shape) != tuple(info["shape"]):
             raise ReleaseError(f"tensor {name} has shape {arr.shape}, manifest says {info['shape']}")
-        return np.asarray(arr, dtype=np.float32)
+        return arr
 
     def mlp(self, layer: int, name: str) -> np.ndarray:
         return self.get(f"taylor.layers.{layer}.{name}")

@@ -59,6 +59,31 @@ class CircuitShape:
     ezkl_version: str = EZKL_VERSION
     extra: tuple = field(default=())
 
+    @classmethod
+    def for_model(cls, *, hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
+                  layers: tuple[LayerShape, ...], activation: str) -> "CircuitShape":
+        """The spec's circuit for a model of these dimensions: everything else (k, L, m, orders,
+        encoder, scales) is pinned by the fingerprint spec and this module, never by a bundle."""
+        from fingerprint import spec as fspec
+
+        if len(layers) != fspec.N_LAYERS:
+            raise ValueError(f"the spec reads the last {fspec.N_LAYERS} layers, got {len(layers)}")
+        return cls(k=fspec.K_TOKENS, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+                   intermediate=intermediate, layers=tuple(layers), m=fspec.M_DIM, activation=activation,
+                   encoder=fspec.ENCODER)
+
+    def departures_from_spec(self) -> list[str]:
+        """What this shape sets differently from the pinned spec (empty for the spec's own circuit)."""
+        try:
+            canonical = CircuitShape.for_model(hidden=self.hidden, heads=self.heads, kv_heads=self.kv_heads,
+                                               head_dim=self.head_dim, intermediate=self.intermediate,
+                                               layers=self.layers, activation=self.activation)
+        except ValueError as exc:
+            return [str(exc)]
+        names = {"k": "k (selected tokens)", "m": "m (length of v)"}
+        return [f"{names.get(f, f)} = {getattr(self, f)!r} (the spec's is {getattr(canonical, f)!r})"
+                for f in self.__dataclass_fields__ if getattr(self, f) != getattr(canonical, f)]
+
     # -- identity -------------------------------------------------------------------------
     def to_json(self) -> dict:
         d = asdict(self)

@@ -8,7 +8,7 @@ under `srs/dev-k{logrows}.srs`, and marked `dev` in every bundle proved with it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from zkfp.errors import ZkfpError
@@ -27,14 +27,7 @@ class SrsInfo:
     path: Path
     logrows: int      # the k of the file (it serves every circuit with logrows ≤ k)
     sha256: str
-    kind: str         # "dev" or "ceremony"
-
-    def identity(self, circuit_logrows: int) -> dict:
-        d = asdict(self)
-        d.pop("path")
-        d["file_logrows"] = d.pop("logrows")
-        d["logrows"] = circuit_logrows
-        return d
+    kind: str         # "dev" (this machine's dev SRS) or "unknown": what can be established from the file
 
 
 def file_logrows(path: Path) -> int:
@@ -77,8 +70,10 @@ def dev_srs(logrows: int) -> SrsInfo:
     return SrsInfo(path=path, logrows=logrows, sha256=digest_file.read_text().strip(), kind="dev")
 
 
-def ceremony_srs(path: str | os.PathLike, need_logrows: int | None = None) -> SrsInfo:
-    """A ceremony SRS given by path (e.g. the Perpetual Powers of Tau kzg{k}.srs)."""
+def srs_file(path: str | os.PathLike, need_logrows: int | None = None) -> SrsInfo:
+    """An SRS file given by path (e.g. a ceremony's kzg{k}.srs). Its kind is what the file shows:
+    "dev" when it is one of this machine's dev SRS files, else "unknown" (a ceremony file and a
+    dev SRS made elsewhere cannot be told apart from their bytes)."""
     p = Path(path)
     if not p.is_file():
         raise ZkfpError(f"SRS file not found: {p}")
@@ -86,5 +81,5 @@ def ceremony_srs(path: str | os.PathLike, need_logrows: int | None = None) -> Sr
     if need_logrows is not None and k < need_logrows:
         raise ZkfpError(f"SRS {p} has logrows {k}, the circuit needs {need_logrows}")
     digest = sha256_file(p)
-    kind = "dev" if is_known_dev(digest) else "ceremony"
+    kind = "dev" if is_known_dev(digest) else "unknown"
     return SrsInfo(path=p, logrows=k, sha256=digest, kind=kind)

@@ -208,7 +208,7 @@ def load(path: str | os.PathLike) -> Fingerprint:
 
     try:
         if Path(path).is_dir():
-            data = _bundle_fingerprint(read_json(Path(path) / "manifest.json", "proof bundle manifest"), path)
+            data = _bundle_fingerprint(path)
         else:
             data = read_json(path, "fingerprint file")
     except FingerprintError:
@@ -237,12 +237,13 @@ def load(path: str | os.PathLike) -> Fingerprint:
                        invariants=None if invs is None else [float(x) for x in invs], model=model)
 
 
-def _bundle_fingerprint(manifest, path) -> dict:
-    if not isinstance(manifest, dict) or manifest.get("format") != "zkfp-proof-bundle":
-        raise FingerprintError(f"{path} is a folder but not a zkfp proof bundle")
-    return {"format": "zkfp-fingerprint", "spec": manifest.get("fingerprint_spec"),
-            "token_ids": manifest.get("token_ids"), "v": manifest.get("v"),
-            "model": {"proof_bundle": Path(path).name, "release_files": manifest.get("release", {}).get("files")}}
+def _bundle_fingerprint(path) -> dict:
+    from verifier.bundle import read_bundle
+
+    b = read_bundle(path)
+    return {"format": "zkfp-fingerprint", "spec": spec.spec_dict(), "token_ids": list(b.token_ids), "v": list(b.v),
+            "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
+                      "release_files": b.release_files}}
 
 
 def _finite_list(x, n: int) -> bool:

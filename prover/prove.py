@@ -1,13 +1,6 @@
 """Prove that a release's fingerprint was computed honestly; write the bundle.
 
-Bundle folder (written atomically):
-  manifest.json     format/version, ezkl version, circuit (shape, key), release identity
-                    (sha256 per file), token ids, v (floats), the public outputs (terms) as
-                    field elements, the proofs, the SRS identity (logrows, sha256, dev|ceremony)
-  proof.json        the ezkl proof (public outputs = the invariant terms; inputs = polycommit)
-  vk.key            verification key
-  settings.json     ezkl circuit settings
-  fingerprint.png   fingerprint.render of v
+The bundle folder (written atomically) is described in `verifier.bundle`, which owns the format.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import numpy as np
 from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
-from verifier.verify import BUNDLE_FORMAT, BUNDLE_VERSION  # the reader owns the format
+from verifier import bundle as bundle_format
 
 MIN_COSINE = 0.99
 
@@ -101,7 +94,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
         circuit = pipeline.build(shape, inputs)
         timings["compile_s"] = time.perf_counter() - t
         logrows = circuit.logrows
-        info = srs_mod.ceremony_srs(srs, logrows) if srs is not None else srs_mod.dev_srs(logrows)
+        info = srs_mod.srs_file(srs, logrows) if srs is not None else srs_mod.dev_srs(logrows)
 
         bar.step(f"setup (logrows {logrows}, cached by shape and SRS)")
         t = time.perf_counter()
@@ -128,7 +121,6 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
             settings = circuit.settings_json()
             out_scale = int(settings["model_output_scales"][0])
             proof = json.loads((work / "proof.json").read_text())
-            n_in = len(proof["instances"][0])
             outputs = witness["outputs"][0]
             if proof["instances"][0][-len(outputs):] != outputs:
                 raise ZkfpError("internal error: the proof's public outputs are not the witness outputs")
@@ -142,29 +134,27 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                                 f"{MIN_COSINE}): the circuit's fixed-point scales do not suit this model")
 
             bar.step("writing bundle")
+            # the commitments as ezkl writes them to the witness file (the returned dict holds objects)
+            written = json.loads((work / "witness.json").read_text())
+            points = (written.get("processed_inputs") or {}).get("polycommit") or []
+            names = [name for name, _ in shape.input_specs()]
+            if len(points) != len(names):
+                raise ZkfpError(f"internal error: ezkl returned {len(points)} input commitments for {len(names)} inputs")
             with atomic_output_dir(out_dir, force=force) as tmp:
                 shutil.copyfile(work / "proof.json", tmp / "proof.json")
                 shutil.copyfile(keys.vk, tmp / "vk.key")
                 shutil.copyfile(circuit.settings, tmp / "settings.json")
-                render.save_png(list(map(float, v)), tmp / "fingerprint.png")
-                manifest = {
-                    "format": BUNDLE_FORMAT,
-                    "format_version": BUNDLE_VERSION,
-                    "ezkl_version": ezkl.__version__,
-                    "circuit": {"key": shape.key(), "shape": shape.to_json(), "n_instances": n_in,
-                                "output_scale": out_scale, "compiled_sha256": sha256_file(circuit.compiled)},
-                    "fingerprint_spec": fspec.spec_dict(k=shape.k, layers=len(shape.layers), m=shape.m),
-                    "release": {"files": release_files},
-                    "token_ids": token_ids,
-                    "v": [float(x) for x in v],
-                    "outputs_felts": outputs,
-                    "float_cosine": cos,
-                    "proofs": [{"proof": "proof.json", "vk": "vk.key", "settings": "settings.json",
-                                "sha256": {n: sha256_file(tmp / n) for n in ("proof.json", "vk.key", "settings.json")}}],
-                    "png": {"file": "fingerprint.png", "sha256": sha256_file(tmp / "fingerprint.png")},
-                    "srs": info.identity(logrows),
-                }
-                write_json(tmp / "manifest.json", manifest)
+                render.save_png(list(map(float, v)), tmp / bundle_format.PNG)
+                entry = bundle_format.ProofEntry(
+                    name="fingerprint", proof="proof.json", vk="vk.key", settings="settings.json",
+                    commitments=tuple(zip(names, points)),
+                    sha256={n: sha256_file(tmp / n) for n in ("proof.json", "vk.key", "settings.json")})
+                bundle_format.write_manifest(
+                    tmp, ezkl_version=ezkl.__version__, family=rel.arch.family.name, vocab=rel.vocab(),
+                    token_ids=token_ids, shape_json=shape.to_json(), circuit_key=shape.key(), logrows=logrows,
+                    proofs=[entry], v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
+                    png_sha256=sha256_file(tmp / bundle_format.PNG),
+                    spec=fspec.spec_dict(k=shape.k, layers=len(shape.layers), m=shape.m))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     timings["cosine"] = cos

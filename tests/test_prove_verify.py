@@ -46,11 +46,28 @@ def copy(bundle, tmp_path):
     return out
 
 
-def _verify(b, r, **kw):
+def _verify(b, r=None, **kw):
     from verifier import verify_bundle
 
     kw.setdefault("allow_dev_srs", True)
     return verify_bundle(b, r, **kw)
+
+
+def _edit_manifest(bundle: Path, edit) -> None:
+    m = json.loads((bundle / "manifest.json").read_text())
+    edit(m)
+    (bundle / "manifest.json").write_text(json.dumps(m))
+
+
+def _rehash_release(rel: Path, bundle: Path) -> None:
+    """What an attacker does after editing release files: every hash rewritten to match."""
+    from zkfp.files import sha256_file
+
+    man = json.loads((rel / "manifest.json").read_text())
+    for name in man["files"]:
+        man["files"][name]["sha256"] = sha256_file(rel / name)
+    (rel / "manifest.json").write_text(json.dumps(man))
+    _edit_manifest(bundle, lambda m: m["release"].update(files={p.name: sha256_file(p) for p in rel.iterdir()}))
 
 
 def _refused(res, status="invalid", words=()):
@@ -58,13 +75,99 @@ def _refused(res, status="invalid", words=()):
     assert res.reasons and all(w in res.reasons[0] for w in words), res.reasons
 
 
-def test_valid_bundle_and_float_agreement(bundle, release):
-    res = _verify(bundle, release)
+def test_valid_bundle_without_the_release(bundle):
+    """Reads no tensor: the proof, the derived key, the listed commitments, v and the image."""
+    res = _verify(bundle)
     assert res.ok and res.status == "valid", res.reasons
     m = json.loads((bundle / "manifest.json").read_text())
     assert m["float_cosine"] >= 0.99
-    assert m["srs"]["kind"] == "dev" and set(m["srs"]) >= {"logrows", "sha256", "kind"}
     assert res.v == m["v"] and len(res.v) == 64
+    assert res.commitment_digest == m["commitment_digest"] and m["commitment_digest"] in res.statement
+    assert "release_hashes" not in res.checks and res.checks["srs"]["kind"] == "dev"
+
+
+def test_valid_bundle_against_its_release(bundle, release):
+    res = _verify(bundle, release)
+    assert res.ok, res.reasons
+    assert res.checks["commitments_match"] is True and res.checks["consistency"] == "ok"
+
+
+def test_commit_prints_the_bundles_digest(bundle, release):
+    from circuits.srs import dev_path
+    from verifier.commit import commit_release
+
+    m = json.loads((bundle / "manifest.json").read_text())
+    srs = next(p for p in dev_path(0).parent.glob("dev-k*.srs"))
+    assert commit_release(release, srs, m["circuit"]["logrows"]) == m["commitment_digest"]
+
+
+def test_bundle_declaring_another_spec_is_refused(copy):
+    def k8(m):
+        m["circuit"]["shape"]["k"] = 8
+    _edit_manifest(copy, k8)
+    _refused(_verify(copy), words=("k (selected tokens) = 8", "spec"))
+
+
+def test_bundle_declaring_four_layers_is_refused(copy):
+    def four(m):
+        m["circuit"]["shape"]["layers"] = m["circuit"]["shape"]["layers"] * 2
+    _edit_manifest(copy, four)
+    _refused(_verify(copy), words=("last 2 layers",))
+
+
+def test_commitments_swapped_between_inputs(copy):
+    """Two listed commitments exchanged (digest recomputed): the proof does not hold them."""
+    from verifier.bundle import commitment_digest, read_bundle
+
+    def swap(m):
+        c = m["proofs"][0]["commitments"]
+        c[1]["points"], c[2]["points"] = c[2]["points"], c[1]["points"]
+    _edit_manifest(copy, swap)
+    _edit_manifest(copy, lambda m: m.update(commitment_digest=commitment_digest(read_bundle(copy).proofs)))
+    _refused(_verify(copy), words=("does not hold the commitments",))
+
+
+def test_another_models_digest_in_the_manifest(copy):
+    _edit_manifest(copy, lambda m: m.update(commitment_digest="ab" * 32))
+    _refused(_verify(copy), words=("commitment digest",))
+
+
+def test_dev_srs_passed_by_path_is_still_a_dev_srs(bundle):
+    from circuits.srs import dev_path
+
+    srs = next(p for p in dev_path(0).parent.glob("dev-k*.srs"))
+    _refused(_verify(bundle, srs=srs, allow_dev_srs=False), words=("dev SRS",))
+
+
+def test_another_srs_is_refused(bundle, tmp_path):
+    import ezkl
+
+    other = tmp_path / "other.srs"
+    m = json.loads((bundle / "manifest.json").read_text())
+    ezkl.gen_srs(str(other), m["circuit"]["logrows"])
+    _refused(_verify(bundle, srs=other), words=("another SRS",))
+
+
+def test_release_mixing_theta0_of_another_model(release, copy, tmp_path):
+    """Θ₀ of one expanded neuron replaced (as if from another model), every hash updated: the
+    commitments still match (the circuit reads orders 1–2), the consistency check refuses."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    rel = tmp_path / "release"
+    shutil.copytree(release, rel)
+    man = json.loads((rel / "manifest.json").read_text())
+    last = len(man["layers"]) - 1
+    name = f"layer-{last:05d}.safetensors"
+    tensors = load_file(rel / name)
+    key = f"taylor.layers.{last}.coeffs"
+    coeffs = tensors[key].copy()
+    coeffs[0] = np.random.default_rng(0).normal(scale=float(np.abs(coeffs[0]).mean()) + 1e-3,
+                                                size=coeffs[0].shape).astype(coeffs.dtype)
+    tensors[key] = coeffs
+    save_file(tensors, rel / name)
+    _rehash_release(rel, copy)
+    _refused(_verify(copy, rel), words=(key,))
 
 
 def test_proven_v_matches_fingerprint_extract(bundle, release):
@@ -117,8 +220,6 @@ def test_one_weight_changed_even_with_fixed_hashes(copy, release, tmp_path):
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from zkfp.files import sha256_file
-
     rel = tmp_path / "release"
     shutil.copytree(release, rel)
     name = "layer-00003.safetensors"
@@ -127,28 +228,31 @@ def test_one_weight_changed_even_with_fixed_hashes(copy, release, tmp_path):
     tensors[key] = tensors[key].copy()
     tensors[key][0, 0] += np.float32(0.25)
     save_file(tensors, rel / name)
-    man = json.loads((rel / "manifest.json").read_text())
-    man["files"][name]["sha256"] = sha256_file(rel / name)
-    (rel / "manifest.json").write_text(json.dumps(man))
-    bm = json.loads((copy / "manifest.json").read_text())
-    bm["release"]["files"] = {p.name: sha256_file(p) for p in rel.iterdir()}
-    (copy / "manifest.json").write_text(json.dumps(bm))
-    res = _verify(copy, rel)
-    _refused(res, words=("commitments",))
+    _rehash_release(rel, copy)
+    _refused(_verify(copy, rel), words=("does not commit",))
 
 
-def test_png_swapped(copy, release):
+def test_png_swapped(copy):
     from fingerprint import render
 
     (copy / "fingerprint.png").write_bytes(render.png_bytes([0.5] * 64))
-    _refused(_verify(copy, release), words=("png",))
+    _refused(_verify(copy), words=("fingerprint.png",))
 
 
-def test_v_edited_in_manifest(copy, release):
-    m = json.loads((copy / "manifest.json").read_text())
-    m["v"][0] += 0.01
-    (copy / "manifest.json").write_text(json.dumps(m))
-    _refused(_verify(copy, release), words=("v in the manifest",))
+def test_png_of_another_v_with_its_hash_recorded(copy):
+    import numpy as np
+
+    from fingerprint import render
+    from zkfp.files import sha256_file
+
+    (copy / "fingerprint.png").write_bytes(render.png_bytes(list(np.random.default_rng(5).normal(size=64))))
+    _edit_manifest(copy, lambda m: m["png"].update(sha256=sha256_file(copy / "fingerprint.png")))
+    _refused(_verify(copy), words=("not the rendering of v",))
+
+
+def test_v_edited_in_manifest(copy):
+    _edit_manifest(copy, lambda m: m["v"].__setitem__(0, m["v"][0] + 0.01))
+    _refused(_verify(copy), words=("v in the manifest",))
 
 
 def test_key_swapped(copy, release, tmp_path):
@@ -166,10 +270,10 @@ def test_key_swapped(copy, release, tmp_path):
 
     torch.onnx.export(Other(), (torch.ones(4),), str(tmp_path / "o.onnx"), opset_version=17, dynamo=False)
     ra = ezkl.PyRunArgs()
-    ra.logrows = m["srs"]["logrows"]
+    ra.logrows = m["circuit"]["logrows"]
     ezkl.gen_settings(str(tmp_path / "o.onnx"), str(tmp_path / "s.json"), py_run_args=ra)
     ezkl.compile_circuit(str(tmp_path / "o.onnx"), str(tmp_path / "o.c"), str(tmp_path / "s.json"))
-    srs = dev_srs(m["srs"]["file_logrows"])
+    srs = dev_srs(m["circuit"]["logrows"])
     ezkl.setup(str(tmp_path / "o.c"), str(tmp_path / "vk.key"), str(tmp_path / "pk.key"), srs_path=str(srs.path))
     shutil.copyfile(tmp_path / "vk.key", copy / "vk.key")
     _refused(_verify(copy, release), words=("vk.key is not the verification key of this circuit",))
@@ -182,12 +286,12 @@ def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch)
     from circuits.srs import dev_path
 
     srs = tmp_path / "srs.bin"
-    shutil.copyfile(dev_path(m["srs"]["file_logrows"]), srs)
+    shutil.copyfile(dev_path(m["circuit"]["logrows"]), srs)
     monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
     said: list[str] = []
-    res = _verify(bundle, release, srs=srs, progress=said.append)
+    res = _verify(bundle, srs=srs, progress=said.append)
     assert res.ok, res.reasons
-    assert res.checks["key"] == "derived"
+    assert res.checks["key"] == "derived" and res.checks["srs"]["kind"] == "unknown"
     assert any("deriving the verification key" in line for line in said), said
 
 
@@ -277,6 +381,8 @@ def test_cli_exit_codes(bundle, release, tmp_path):
     ok = subprocess.run(base + ["--allow-dev-srs", "--json"], capture_output=True, text=True, env=env, cwd=REPO)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["ok"] is True
+    alone = subprocess.run(base[:5] + ["--allow-dev-srs"], capture_output=True, text=True, env=env, cwd=REPO)
+    assert alone.returncode == 0 and alone.stdout.startswith("valid: v is the fingerprint"), alone.stdout + alone.stderr
     bad = subprocess.run(base, capture_output=True, text=True, env=env, cwd=REPO)
     assert bad.returncode == 1 and "dev SRS" in bad.stderr
     gone = subprocess.run(base[:4] + [str(tmp_path / "nope"), "--release", str(release)], capture_output=True,

@@ -1,0 +1,143 @@
+"""The proof bundle format: one module writes it and reads it (prover, verifier, fingerprint loading).
+
+A bundle folder holds
+  manifest.json     the statement: the model's public shape and token ids, the circuit shape
+                    (its key derived from that shape), every proof with the KZG commitments to the
+                    release tensors it read, the commitment digest, v, the SRS identity, and the
+                    sha256 of each release file (checked only against a release)
+  <proof>.json      an ezkl proof per entry of `proofs` (one today; chunked models will list more,
+                    linked by equal commitments to shared tensors)
+  vk.key, settings.json   the circuit's verification key and ezkl settings (the verifier derives
+                    its own and requires these to be identical)
+  fingerprint.png   the rendering of v
+
+numpy-free and torch-free: `read_bundle` is a typed parse; it checks structure, not meaning
+(`verifier.verify` checks meaning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from zkfp.errors import BundleError, ZkfpError
+from zkfp.files import read_json, write_json
+
+FORMAT = "zkfp-proof-bundle"
+VERSION = 2
+MANIFEST = "manifest.json"
+PNG = "fingerprint.png"
+MAX_JSON = 64 << 20
+
+
+@dataclass(frozen=True)
+class ProofEntry:
+    name: str
+    proof: str          # file names inside the bundle
+    vk: str
+    settings: str
+    commitments: tuple[tuple[str, object], ...]   # (circuit input name, its KZG points as ezkl writes them)
+    sha256: dict
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    ezkl_version: str
+    family: str
+    vocab: int
+    token_ids: tuple[int, ...]
+    shape_json: dict
+    circuit_key: str
+    logrows: int
+    proofs: tuple[ProofEntry, ...]
+    commitment_digest: str
+    v: tuple[float, ...]
+    png_sha256: str
+    srs_sha256: str
+    release_files: dict
+    float_cosine: float
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+def commitment_digest(proofs) -> str:
+    """sha256 over every (proof, input, points) in order: the model's identity under this circuit and SRS."""
+    blob = [[p.name, [[n, pts] for n, pts in p.commitments]] for p in proofs]
+    return hashlib.sha256(canonical(blob).encode()).hexdigest()
+
+
+def canonical(points) -> str:
+    """One input's commitment points as canonical JSON (for equality and the digest)."""
+    return json.dumps(points, sort_keys=True, separators=(",", ":"))
+
+
+def _plain(name, what: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise BundleError(f"manifest names {what} {name!r}, which is not a plain file name")
+    return name
+
+
+def read_bundle(path: str | Path) -> Bundle:
+    """Parse a bundle folder; a missing, truncated or malformed part raises BundleError naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"bundle folder not found: {path}")
+    try:
+        m = read_json(path / MANIFEST, "bundle manifest", max_bytes=MAX_JSON)
+    except ZkfpError as exc:
+        raise BundleError(str(exc)) from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise BundleError("manifest.json is not a zkfp proof bundle manifest")
+    if m.get("format_version") != VERSION:
+        raise BundleError(f"bundle format_version {m.get('format_version')!r}: this verifier reads version {VERSION}")
+    try:
+        proofs = tuple(ProofEntry(
+            name=str(p["name"]), proof=_plain(p["proof"], "a proof file"), vk=_plain(p["vk"], "a key file"),
+            settings=_plain(p["settings"], "a settings file"),
+            commitments=tuple((str(c["input"]), c["points"]) for c in p["commitments"]),
+            sha256=dict(p["sha256"])) for p in m["proofs"])
+        bundle = Bundle(
+            path=path, ezkl_version=str(m["ezkl_version"]), family=str(m["model"]["family"]),
+            vocab=int(m["model"]["vocab"]), token_ids=tuple(int(t) for t in m["model"]["token_ids"]),
+            shape_json=dict(m["circuit"]["shape"]), circuit_key=str(m["circuit"]["key"]),
+            logrows=int(m["circuit"]["logrows"]), proofs=proofs, commitment_digest=str(m["commitment_digest"]),
+            v=tuple(float(x) for x in m["v"]), png_sha256=str(m["png"]["sha256"]),
+            srs_sha256=str(m["srs"]["sha256"]), release_files=dict(m["release"]["files"]),
+            float_cosine=float(m.get("float_cosine", "nan")))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise BundleError(f"manifest.json is malformed: {type(exc).__name__} {exc}") from None
+    if not proofs:
+        raise BundleError("manifest.json lists no proof")
+    for p in proofs:
+        for name in (p.proof, p.vk, p.settings):
+            if not (path / name).is_file():
+                raise BundleError(f"bundle file missing: {name}")
+    if not (path / PNG).is_file():
+        raise BundleError(f"bundle file missing: {PNG}")
+    return bundle
+
+
+def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, token_ids, shape_json: dict,
+                   circuit_key: str, logrows: int, proofs: list[ProofEntry], v, srs_sha256: str,
+                   release_files: dict, float_cosine: float, png_sha256: str, spec: dict) -> None:
+    write_json(folder / MANIFEST, {
+        "format": FORMAT,
+        "format_version": VERSION,
+        "ezkl_version": ezkl_version,
+        "fingerprint_spec": spec,   # informational: the verifier uses its own pinned spec
+        "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids)},
+        "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows},
+        "proofs": [{"name": p.name, "proof": p.proof, "vk": p.vk, "settings": p.settings, "sha256": p.sha256,
+                    "commitments": [{"input": n, "points": pts} for n, pts in p.commitments]}
+                   for p in proofs],
+        "commitment_digest": commitment_digest(proofs),
+        "v": [float(x) for x in v],
+        "png": {"file": PNG, "sha256": png_sha256},
+        "srs": {"sha256": srs_sha256, "logrows": logrows},
+        "release": {"files": release_files},
+        "float_cosine": float_cosine,
+    })
