@@ -1,14 +1,17 @@
-"""Proof cost of the whole fingerprint circuit vs the naive HuRef export, per hidden size.
+"""Proof cost of the fingerprint's two linked circuits (terms + encoder), per hidden size.
 
-    python benchmarks/proof_cost.py [--hidden 32 64 128] [--tokens 16] [--out DIR]
+    python benchmarks/proof_cost.py [--hidden 32 64 128] [--out DIR] [--naive]
 
 For each hidden size: a tiny Llama (2 KV heads, intermediate ≈ 2.7·hidden, 4 layers, last 2
-fingerprinted) is protected with taylor.protect; then the zkfp circuit is built (export +
-settings + compile), set up, proved and verified (warm: the key cached; cold: a fresh cache, so
-the verifier rebuilds the circuit and derives the key), each heavy step in its own subprocess so
-its peak RSS is measured. The naive baseline is X̂·W_q·W_kᵀ·X̂ᵀ of one layer exported as is, with
-ezkl's default settings and default calibration, on the same machine in the same run.
-Prints a table (and writes results.json under --out).
+fingerprinted) is protected with taylor.protect; then both circuits are built (export + settings
++ compile), set up, proved and verified, each heavy step in its own subprocess so its peak RSS is
+measured: verification without the release (keys cached), against the release (keys cached;
+dominated by committing the release tensors), and cold (a fresh cache: the verifier rebuilds the
+circuits and derives the keys). Fingerprint extraction of the same release (fingerprint.extract,
+the float path) is timed beside it. `--naive` adds the naive baseline of issue 4: X̂·W_q·W_kᵀ·X̂ᵀ
+of one layer exported as is, with ezkl's defaults and calibration.
+Prints a table (and writes results.json under --out). The figures of the single-circuit design
+this replaced (terms public) come from the same script at commit 8cf598d.
 """
 
 from __future__ import annotations
@@ -67,12 +70,11 @@ def _ctx(release: str):
 def step_compile(release: str) -> dict:
     from circuits import pipeline
 
-    shape, inputs = _ctx(release)
-    c = pipeline.build(shape, inputs)
-    s = c.settings_json()
-    return {"folder": str(c.folder), "logrows": s["run_args"]["logrows"], "rows": s["num_rows"],
-            "assignments": s["total_assignments"], "weights": shape.weight_elements(),
-            "estimate": shape.estimate_rows()}
+    shape, _ = _ctx(release)
+    logrows = pipeline.logrows_for(shape)
+    rows = {part: pipeline.build(shape, part, logrows).settings_json()["num_rows"] for part in pipeline.PARTS}
+    return {"logrows": logrows, "rows": rows["terms"], "encoder_rows": rows["encoder"],
+            "weights": shape.weight_elements(), "estimate": shape.estimate_rows()}
 
 
 def step_srs(logrows: str) -> dict:
@@ -85,10 +87,10 @@ def step_setup(release: str, srs: str) -> dict:
     from circuits import pipeline
     from circuits.srs import srs_file
 
-    shape, inputs = _ctx(release)
-    c = pipeline.build(shape, inputs)
-    k = pipeline.keys(c, srs_file(srs))
-    return {"keys": str(k.folder)}
+    shape, _ = _ctx(release)
+    for part in pipeline.PARTS:
+        pipeline.keys(pipeline.build(shape, part), srs_file(srs))
+    return {}
 
 
 def step_prove(release: str, out: str, srs: str) -> dict:
@@ -100,17 +102,28 @@ def step_prove(release: str, out: str, srs: str) -> dict:
 
 
 def step_verify(bundle: str, release: str, srs: str) -> dict:
+    from verifier.commit import commit_release
     from verifier.verify import verify_bundle
 
     t = time.perf_counter()
+    alone = verify_bundle(bundle, None, srs=srs, allow_dev_srs=True)
+    alone_s = time.perf_counter() - t
+    t = time.perf_counter()
     r = verify_bundle(bundle, release, srs=srs, allow_dev_srs=True)
-    total = time.perf_counter() - t
-    import ezkl
+    with_release_s = time.perf_counter() - t
+    t = time.perf_counter()
+    commit_release(release, srs)
+    commit_s = time.perf_counter() - t
+    return {"ok": r.ok and alone.ok, "reasons": r.reasons + alone.reasons, "verify_alone_s": alone_s,
+            "verify_release_s": with_release_s, "commit_s": commit_s}
+
+
+def step_extract(release: str) -> dict:
+    from fingerprint.extract import extract
 
     t = time.perf_counter()
-    ezkl.verify(proof_path=str(Path(bundle) / "proof.json"), settings_path=str(Path(bundle) / "settings.json"),
-                vk_path=str(Path(bundle) / "vk.key"), srs_path=srs)
-    return {"ok": r.ok, "reasons": r.reasons, "verify_bundle_s": total, "ezkl_verify_s": time.perf_counter() - t}
+    extract(release)
+    return {"extract_s": time.perf_counter() - t}
 
 
 def step_verify_cold(bundle: str, release: str, srs: str, cache: str) -> dict:
@@ -120,7 +133,7 @@ def step_verify_cold(bundle: str, release: str, srs: str, cache: str) -> dict:
     from verifier.verify import verify_bundle
 
     t = time.perf_counter()
-    r = verify_bundle(bundle, release, srs=srs, allow_dev_srs=True)
+    r = verify_bundle(bundle, None, srs=srs, allow_dev_srs=True)
     return {"ok": r.ok, "key": r.checks.get("key"), "verify_cold_s": time.perf_counter() - t}
 
 
@@ -166,57 +179,56 @@ def step_naive(hidden: str, out: str, phase: str, srs: str = "") -> dict:
     raise ValueError(phase)
 
 
-STEPS = {"make": step_make, "compile": step_compile, "srs": step_srs, "setup": step_setup,
-         "prove": step_prove, "verify": step_verify, "verify_cold": step_verify_cold, "naive": step_naive}
+STEPS = {"make": step_make, "compile": step_compile, "srs": step_srs, "setup": step_setup, "prove": step_prove,
+         "verify": step_verify, "verify_cold": step_verify_cold, "extract": step_extract, "naive": step_naive}
 
 
 # -- driver ------------------------------------------------------------------------------------
-def measure(hidden: int, root: Path) -> dict:
+def measure(hidden: int, root: Path, naive: bool) -> dict:
     row: dict = {"hidden": hidden}
     d = root / f"h{hidden}"
     rel = run_step("make", str(hidden), str(d))[0]["release"]
     res, wall, rss = run_step("compile", rel)
-    row.update(ours_logrows=res["logrows"], ours_rows=res["rows"], ours_weights=res["weights"],
-               ours_compile_s=wall, ours_estimate=res["estimate"])
+    row.update(logrows=res["logrows"], terms_rows=res["rows"], encoder_rows=res["encoder_rows"],
+               weights=res["weights"], compile_s=wall, estimate=res["estimate"])
     srs = run_step("srs", str(res["logrows"]))[0]["srs"]
     _, wall, rss = run_step("setup", rel, srs)
-    row.update(ours_setup_s=wall, ours_setup_gb=rss)
+    row.update(setup_s=wall, setup_gb=rss)
     res, wall, rss = run_step("prove", rel, str(d / "bundle"), srs)
-    row.update(ours_prove_s=res["prove_s"], ours_prove_total_s=wall, ours_prove_gb=rss, cosine=res["cosine"])
-    row["ours_proof_bytes"] = proof_bytes(d / "bundle" / "proof.json")
-    res, _, _ = run_step("verify", str(d / "bundle"), rel, srs)
-    row.update(ours_verify_bundle_s=res["verify_bundle_s"], ours_ezkl_verify_s=res["ezkl_verify_s"], ours_ok=res["ok"])
-    res, _, rss = run_step("verify_cold", str(d / "bundle"), rel, srs, str(d / "verifier-cache"))
-    row.update(ours_verify_cold_s=res["verify_cold_s"], ours_verify_cold_gb=rss, ours_cold_ok=res["ok"])
-    # naive baseline
-    nd = str(d / "naive")
-    res, wall, _ = run_step("naive", str(hidden), nd, "calibrate")
-    row.update(naive_logrows=res["logrows"], naive_rows=res["rows"], naive_weights=res["weights"],
-               naive_calibrate_s=res["calibrate_s"])
-    nsrs = run_step("srs", str(res["logrows"]))[0]["srs"]
-    _, wall, rss = run_step("naive", str(hidden), nd, "setup", nsrs)
-    row.update(naive_setup_s=wall, naive_setup_gb=rss)
-    res, wall, rss = run_step("naive", str(hidden), nd, "prove", nsrs)
-    row.update(naive_prove_s=res["prove_s"], naive_prove_gb=rss)
-    res, _, _ = run_step("naive", str(hidden), nd, "verify", nsrs)
-    row.update(naive_verify_s=res["verify_s"], naive_proof_bytes=res["proof_bytes"])
-    row["ours_rows_per_weight"] = row["ours_rows"] / row["ours_weights"]
-    row["naive_rows_per_weight"] = row["naive_rows"] / row["naive_weights"]
-    row["ours_prove_s_per_kweight"] = 1000 * row["ours_prove_s"] / row["ours_weights"]
-    row["naive_prove_s_per_kweight"] = 1000 * row["naive_prove_s"] / row["naive_weights"]
+    row.update(prove_s=res["prove_s"], prove_total_s=wall, prove_gb=rss, cosine=res["cosine"])
+    b = d / "bundle"
+    row.update(terms_proof_bytes=proof_bytes(b / "terms.proof.json"), encoder_proof_bytes=proof_bytes(b / "encoder.proof.json"),
+               bundle_bytes=sum(p.stat().st_size for p in b.iterdir()))
+    res, _, _ = run_step("verify", str(b), rel, srs)
+    row.update(verify_alone_s=res["verify_alone_s"], verify_release_s=res["verify_release_s"],
+               commit_s=res["commit_s"], ok=res["ok"])
+    row["extract_s"] = run_step("extract", rel)[0]["extract_s"]
+    res, _, rss = run_step("verify_cold", str(b), rel, srs, str(d / "verifier-cache"))
+    row.update(verify_cold_s=res["verify_cold_s"], verify_cold_gb=rss, cold_ok=res["ok"])
+    row["prove_ms_per_weight"] = 1000 * row["prove_s"] / row["weights"]
+    if naive:
+        nd = str(d / "naive")
+        res, wall, _ = run_step("naive", str(hidden), nd, "calibrate")
+        row.update(naive_logrows=res["logrows"], naive_weights=res["weights"])
+        nsrs = run_step("srs", str(res["logrows"]))[0]["srs"]
+        _, wall, rss = run_step("naive", str(hidden), nd, "setup", nsrs)
+        res, wall, rss = run_step("naive", str(hidden), nd, "prove", nsrs)
+        row.update(naive_prove_s=res["prove_s"], naive_prove_gb=rss)
+        row["naive_prove_ms_per_weight"] = 1000 * row["naive_prove_s"] / row["naive_weights"]
     return row
 
 
 def table(rows: list[dict]) -> str:
-    cols = [("hidden", "hidden"), ("logrows", "ours_logrows"), ("rows", "ours_rows"), ("weights", "ours_weights"),
-            ("rows/w", "ours_rows_per_weight"), ("setup s", "ours_setup_s"), ("prove s", "ours_prove_s"),
-            ("peak GB", "ours_prove_gb"), ("proof B", "ours_proof_bytes"), ("verify s", "ours_ezkl_verify_s"),
-            ("bundle s", "ours_verify_bundle_s"), ("first verify s", "ours_verify_cold_s"), ("naive k", "naive_logrows"), ("naive rows/w", "naive_rows_per_weight"),
-            ("naive setup s", "naive_setup_s"), ("naive prove s", "naive_prove_s"), ("naive GB", "naive_prove_gb"),
-            ("naive verify s", "naive_verify_s")]
+    cols = [("hidden", "hidden"), ("logrows", "logrows"), ("terms rows", "terms_rows"),
+            ("encoder rows", "encoder_rows"), ("weights", "weights"), ("setup s", "setup_s"),
+            ("prove s (both)", "prove_s"), ("prove ms/weight", "prove_ms_per_weight"), ("peak GB", "prove_gb"),
+            ("proof B (terms+enc)", "proof_b"), ("bundle KB", "bundle_kb"), ("verify s, no release", "verify_alone_s"),
+            ("verify s, release", "verify_release_s"), ("commit s", "commit_s"), ("extract s", "extract_s"),
+            ("first verify s", "verify_cold_s"), ("cosine", "cosine"), ("ok", "ok")]
     fmt = lambda v: f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
+        r = dict(r, proof_b=f"{r['terms_proof_bytes']}+{r['encoder_proof_bytes']}", bundle_kb=r["bundle_bytes"] / 1e3)
         lines.append("| " + " | ".join(fmt(r.get(k, "—")) for _, k in cols) + " |")
     return "\n".join(lines)
 
@@ -228,13 +240,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hidden", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "zkfp-proof-cost"))
+    ap.add_argument("--naive", action="store_true", help="also measure the naive single-term export")
     args = ap.parse_args()
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ZKFP_CACHE", str(root / "cache"))  # cold cache: setup is measured
     rows = []
     for h in args.hidden:
-        rows.append(measure(h, root))
+        rows.append(measure(h, root, args.naive))
         (root / "results.json").write_text(json.dumps(rows, indent=1))
         print(table(rows), flush=True)
     return 0

@@ -1,16 +1,21 @@
-"""From the circuit's public outputs (the raw invariant terms) to v. numpy only.
+"""The encoder's arithmetic outside the circuit. numpy only.
 
-v = zscore(P · concat_t zscore(M_t)): exactly `fingerprint.extract` (per-term population
-z-score, the spec's gaussian-projection encoder, final z-score), recomputed by the verifier.
+* `v_from_terms`: v = zscore(P · concat_t zscore(M_t)), exactly `fingerprint.extract` (per-term
+  population z-score, the spec's gaussian-projection encoder, final z-score): the float reference.
+* `inverse_sigmas`: the prover's private 1/σ_t, computed from the very field elements the terms
+  circuit committed, in the encoder circuit's units (see circuits.graph).
+* `v_from_public`: the encoder circuit's public values → (v, checks), for prover and verifier.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-def n_outputs(shape) -> int:
-    return 3 * len(shape.layers) * shape.k * shape.k
+# An honest prover's checks are 1 within ~1e-6 (measured); a per-term factor off by δ moves a
+# check by 2δ, so this bounds any prover's freedom over 1/σ_t to a factor within 2^-11 of 1.
+CHECK_TOL = 2.0 ** -10
+# The BN254 scalar field modulus (ezkl's field).
+BN254_R = 0x30644E72E131A029B85045B68181585D2833E84879B9709143E1F593F0000001
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -20,11 +25,39 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def v_from_terms(terms, shape, projection: np.ndarray) -> np.ndarray:
     out = np.asarray(terms, dtype=np.float64).reshape(-1)
-    if out.size != n_outputs(shape):
-        raise ValueError(f"expected {n_outputs(shape)} circuit outputs, got {out.size}")
     kk = shape.k * shape.k
-    z = np.concatenate([zscore(out[i * kk:(i + 1) * kk]) for i in range(3 * len(shape.layers))])
+    if out.size != shape.n_terms() * kk:
+        raise ValueError(f"expected {shape.n_terms() * kk} term values, got {out.size}")
+    z = np.concatenate([zscore(out[i * kk:(i + 1) * kk]) for i in range(shape.n_terms())])
     P = np.asarray(projection, dtype=np.float64)
     if P.shape != (shape.m, z.size):
         raise ValueError(f"encoder projection has shape {P.shape}, expected {(shape.m, z.size)}")
     return zscore(P @ z)
+
+
+def felts_to_ints(felts: list[str]) -> list[int]:
+    """ezkl field elements (32-byte little-endian hex) as signed integers."""
+    out = []
+    for f in felts:
+        v = int.from_bytes(bytes.fromhex(f), "little")
+        out.append(v - BN254_R if v > BN254_R // 2 else v)
+    return out
+
+
+def inverse_sigmas(term_felts: list[str], shape) -> np.ndarray:
+    """1/‖c_t‖ for each term, c_t = (M_t − mean)/2^shift with M read at the encoder's input scale."""
+    M = np.array(felts_to_ints(term_felts), dtype=np.float64) / 2.0 ** (shape.enc_input_scale + shape.term_shift)
+    c = M.reshape(shape.n_terms(), -1)
+    c = c - c.mean(axis=1, keepdims=True)
+    norms = np.sqrt((c * c).sum(axis=1))
+    if not np.all(norms > 0):
+        raise ValueError("a fingerprint term is constant: its z-score is undefined")
+    return 1.0 / norms
+
+
+def v_from_public(values, shape) -> tuple[np.ndarray, np.ndarray]:
+    """(v, checks) from the encoder circuit's public values, decoded to floats."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if values.size != shape.m + shape.n_terms():
+        raise ValueError(f"expected {shape.m + shape.n_terms()} public values, got {values.size}")
+    return zscore(values[:shape.m]), values[shape.m:]

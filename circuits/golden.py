@@ -2,10 +2,10 @@
 
     python -m circuits.golden --update BUNDLE_DIR   # regenerate on purpose, then commit
 
-circuits/golden/embedded.json holds what a change to the circuit or to a dependency must not
-alter silently: the circuit key, the settings (minus the timestamp), v, and the hash of the
-verification key for the SRS it was made with (a dev SRS is random per machine, so the vk
-hash is compared only when the same SRS is in use).
+circuits/golden/embedded.json holds what a change to the circuits or to a dependency must not
+alter silently: the circuit key, logrows, each part's rows and settings (minus the timestamp),
+v, and the hashes of the verification keys for the SRS they were made with (a dev SRS is random
+per machine, so they are compared only when the same SRS is in use).
 """
 
 from __future__ import annotations
@@ -24,19 +24,14 @@ HOW = "if the change is intended, regenerate with `python -m circuits.golden --u
 
 def snapshot(bundle: Path) -> dict:
     b = read_bundle(bundle)
-    proof = b.proofs[0]
-    settings = json.loads(b.file(proof.settings).read_text())
-    return {
-        "circuit_key": b.circuit_key,
-        "ezkl_version": b.ezkl_version,
-        "logrows": settings["run_args"]["logrows"],
-        "num_rows": settings["num_rows"],
-        "settings_sha256": settings_digest(settings),
-        "vk_sha256": hashlib.sha256(b.file(proof.vk).read_bytes()).hexdigest(),
-        "srs_sha256": b.srs_sha256,
-        "token_ids": list(b.token_ids),
-        "v": list(b.v),
-    }
+    out = {"circuit_key": b.circuit_key, "ezkl_version": b.ezkl_version, "logrows": b.logrows,
+           "srs_sha256": b.srs_sha256, "token_ids": list(b.token_ids), "v": list(b.v)}
+    for p in b.proofs:
+        settings = json.loads(b.file(p.settings).read_text())
+        out[f"{p.name}_num_rows"] = settings["num_rows"]
+        out[f"{p.name}_settings_sha256"] = settings_digest(settings)
+        out[f"{p.name}_vk_sha256"] = hashlib.sha256(b.file(p.vk).read_bytes()).hexdigest()
+    return out
 
 
 def compare(bundle: Path, golden: Path = GOLDEN, v_tol: float = 1e-6) -> list[str]:
@@ -44,11 +39,11 @@ def compare(bundle: Path, golden: Path = GOLDEN, v_tol: float = 1e-6) -> list[st
     if not golden.is_file():
         return [f"no golden file at {golden}; {HOW}"]
     want, got = json.loads(golden.read_text()), snapshot(bundle)
-    diffs = [f"{k}: golden {want[k]!r} != now {got[k]!r}" for k in
-             ("circuit_key", "ezkl_version", "logrows", "num_rows", "settings_sha256", "token_ids")
-             if want.get(k) != got[k]]
-    if want.get("srs_sha256") == got["srs_sha256"] and want.get("vk_sha256") != got["vk_sha256"]:
-        diffs.append("vk_sha256 differs for the same SRS")
+    fixed = [k for k in got if k in ("circuit_key", "ezkl_version", "logrows", "token_ids")
+             or k.endswith(("_num_rows", "_settings_sha256"))]
+    diffs = [f"{k}: golden {want.get(k)!r} != now {got[k]!r}" for k in fixed if want.get(k) != got[k]]
+    if want.get("srs_sha256") == got["srs_sha256"]:
+        diffs += [f"{k} differs for the same SRS" for k in got if k.endswith("_vk_sha256") and want.get(k) != got[k]]
     if len(want.get("v", [])) != len(got["v"]) or max(abs(a - b) for a, b in zip(want["v"], got["v"])) > v_tol:
         diffs.append("v differs from the golden v")
     return [f"{d} — {HOW}" for d in diffs]

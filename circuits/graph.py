@@ -1,9 +1,12 @@
-"""The fingerprint circuit as an ONNX graph, built from the shape alone with `onnx.helper`.
+"""The fingerprint's two circuits as ONNX graphs, built from the shape alone with `onnx.helper`.
 
-torch-free on purpose: the prover compiles this graph, and the verifier rebuilds the very same
-graph from the bundle's shape to derive the verification key itself instead of trusting the
-bundle's (`verifier.verify`). It is node for node what `torch.onnx.export` makes of
-`circuits.model.FingerprintCircuit` (the float reference; a test checks they agree):
+torch-free on purpose: the prover compiles these graphs, and the verifier rebuilds the very same
+graphs from the bundle's shape to derive the verification keys itself instead of trusting the
+bundle's (`verifier.verify`). The terms graph is also the float reference of the computation
+(`reference_terms`, onnx's reference evaluator).
+
+The terms circuit (`build_onnx`; inputs: the release tensors, committed; output: the terms,
+committed, never public):
 
     per layer i, with X the k selected embedding rows,
       Q = X·diag(g_a)·W_qᵀ, K, V likewise, O = X·W_o      (k-row intermediates: cheap in ezkl)
@@ -11,6 +14,15 @@ bundle's (`verifier.verify`). It is node for node what `torch.onnx.export` makes
       D_S = Σ_n (X·Θ_n) ⊙ w_n                            (W_down of expanded neurons, rebuilt)
       M_f = (G_S ⊙ U_S)·D_Sᵀ + (G_F ⊙ U_F)·(X·W_d,F)ᵀ
     output: concat of the 3·L k×k terms (layer-major, M_a, M_b, M_f).
+
+The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
+the terms circuit's output — and the prover's 1/σ_t per term, committed; output: public):
+      c_t = (M_t − mean M_t)/2^shift,   y = Σ_t (P_t·c_t)·s_t,   check_t = (c_t·c_t)·s_t·s_t
+The public values are y (m) and the 3·L checks. An honest prover gives s_t = 1/‖c_t‖, so every
+check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes v = zscore(y). Then y is
+P·zscore(M)/√(k²), up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
+z-scored terms (Zeng et al., 2024), and the terms stay private. (ezkl 23.0.5's Sqrt/Reciprocal
+on these scales failed its constraints in every variant measured, hence a checked private 1/σ.)
 """
 
 from __future__ import annotations
@@ -19,10 +31,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from circuits.projection import load_projection
 from circuits.spec import CircuitShape
 
 OPSET = 17
 OUTPUT = "terms"
+ENCODER_OUTPUT = "y_and_checks"
 
 
 class _Graph:
@@ -48,6 +62,24 @@ class _Graph:
 
     def reshape(self, x: str, shape: tuple[int, ...]) -> str:
         return self.op("Reshape", [x, self.const(shape)], allowzero=0)
+
+    def fconst(self, values) -> str:
+        self.n += 1
+        out = f"/Constant_{self.n}"
+        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(
+            np.asarray(values, dtype=np.float32), name=out)))
+        return out
+
+
+def _model(g: _Graph, inputs: list[tuple[str, tuple[int, ...]]], output: str, n_out: int,
+           name: str, version: str) -> onnx.ModelProto:
+    graph = helper.make_graph(g.nodes, name,
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(d)) for n, d in inputs],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, [n_out])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="zkfp", producer_version=version)
+    onnx.checker.check_model(model)
+    return model
 
 
 def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
@@ -84,11 +116,30 @@ def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
         terms += [m_a, m_b, m_f]
     flat = [g.reshape(t, (k * k,)) for t in terms]
     g.nodes.append(helper.make_node("Concat", flat, [OUTPUT], axis=0))
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims)) for name, dims in specs]
-    n_out = 3 * len(s.layers) * k * k
-    graph = helper.make_graph(g.nodes, "zkfp_fingerprint", inputs,
-                              [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [n_out])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="zkfp", producer_version=s.version)
-    onnx.checker.check_model(model)
-    return model
+    return _model(g, specs, OUTPUT, s.n_terms() * k * k, "zkfp_terms", s.version)
+
+
+def build_encoder_onnx(shape: CircuitShape) -> onnx.ModelProto:
+    """The encoder circuit's ONNX model (see the module docstring)."""
+    s = shape
+    T, kk = s.n_terms(), s.k * s.k
+    P = load_projection(T * kk, s.m).reshape(s.m, T, kk)
+    g = _Graph()
+    M = g.reshape("terms", (T, kk))
+    scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
+    c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
+    y = g.einsum("mt,t->m", g.einsum("mti,ti->mt", g.fconst(P), c), "inv_sigma")
+    check = g.op("Mul", [g.op("Mul", [g.einsum("ti,ti->t", c, c), "inv_sigma"]), "inv_sigma"])
+    g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
+    return _model(g, s.encoder_input_specs(), ENCODER_OUTPUT, s.m + T, "zkfp_encoder", s.version)
+
+
+BUILDERS = {"terms": build_onnx, "encoder": build_encoder_onnx}
+
+
+def reference_terms(shape: CircuitShape, inputs: list) -> np.ndarray:
+    """The terms computed in float by the terms circuit's own graph (onnx's reference evaluator)."""
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {name: np.asarray(a, dtype=np.float32) for (name, _), a in zip(shape.input_specs(), inputs)}
+    return np.asarray(ReferenceEvaluator(build_onnx(shape)).run(None, feeds)[0], dtype=np.float64)

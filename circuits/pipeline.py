@@ -1,11 +1,16 @@
 """The circuit compiled with ezkl: its ONNX graph, settings, compile, setup, and the cache keyed by shape.
 
+The fingerprint is proved by two circuits ("parts", see circuits.graph): "terms" and "encoder".
+Both use one logrows (they share the committed terms, and a commitment depends on logrows), the
+smallest that holds the larger of the two; it follows from the shape alone (no lookups, so
+nothing depends on the data), so prover, verifier and `zkfp commit` all derive the same.
+
 Cache layout (root: $ZKFP_CACHE or ~/.cache/zkfp):
-  circuits/<shape key>.logrows                the calibrated size (prover only)
-  circuits/<shape key>-k<logrows>/            network.onnx, settings.json, model.compiled, shape.json
-  keys/<shape key>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
-A second release of the same shape skips export, calibration, compile and setup. Nothing here
-imports torch: the verifier rebuilds the circuit and its keys with this module.
+  circuits/<shape key>.logrows                     the shape's logrows
+  circuits/<shape key>-<part>-k<logrows>/          network.onnx, settings.json, model.compiled, shape.json
+  keys/<shape key>-<part>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
+A second release of the same shape skips export, compile and setup. Nothing here imports
+torch: the verifier rebuilds the circuits and their keys with this module.
 Every entry is written to a temporary folder and renamed into place, so a crash never leaves
 a half-built entry behind.
 """
@@ -17,9 +22,7 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,9 +34,14 @@ REBASE_MULTIPLIER = 6  # rescale only values above 6·input_scale: intermediates
 PROVE_BYTES_PER_ROW = 30_000  # peak prover memory per circuit row, measured (see max_logrows)
 
 
+PARTS = ("terms", "encoder")
+ROW_RESERVE = 1024  # rows kept free below 2^logrows (ezkl's blinding rows and more)
+
+
 @dataclass(frozen=True)
 class Circuit:
     shape: CircuitShape
+    part: str
     folder: Path
 
     @property
@@ -117,21 +125,29 @@ def check_fits(shape: CircuitShape, limit: int | None = None) -> None:
     )
 
 
-def run_args(shape: CircuitShape):
+def run_args(shape: CircuitShape, part: str):
+    """ezkl's run arguments of one part. Inputs are committed (polycommit) and bound by the
+    verifier's own commitments or by the link between the parts, so they are not range-checked;
+    the terms leave the terms circuit committed, the encoder's values are public."""
     import ezkl
 
     ra = ezkl.PyRunArgs()
     ra.input_visibility = "polycommit"
     ra.param_visibility = "fixed"
-    ra.output_visibility = "public"
-    ra.input_scale = shape.input_scale
-    ra.param_scale = shape.param_scale
-    ra.scale_rebase_multiplier = REBASE_MULTIPLIER
     ra.decomp_base = shape.decomp_base
-    ra.decomp_legs = shape.decomp_legs
-    ra.num_inner_cols = shape.num_inner_cols
-    # Inputs are bound by the verifier's own commitments, outputs are public: no range checks.
     ra.ignore_range_check_inputs_outputs = True
+    if part == "terms":
+        ra.output_visibility = "polycommit"
+        ra.input_scale, ra.param_scale = shape.input_scale, shape.param_scale
+        ra.scale_rebase_multiplier = REBASE_MULTIPLIER
+        ra.decomp_legs, ra.num_inner_cols = shape.decomp_legs, shape.num_inner_cols
+    elif part == "encoder":
+        ra.output_visibility = "public"
+        ra.input_scale, ra.param_scale = shape.enc_input_scale, shape.enc_param_scale
+        ra.scale_rebase_multiplier = 1  # everything back at the input scale after each product
+        ra.decomp_legs, ra.num_inner_cols = shape.enc_decomp_legs, shape.enc_inner_cols
+    else:
+        raise ValueError(f"unknown circuit part {part!r}")
     return ra
 
 
@@ -167,56 +183,42 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(canonical_settings(settings), sort_keys=True).encode()).hexdigest()
 
 
-def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, logrows: int) -> None:
-    """ezkl settings for the circuit at `logrows`, from the shape alone (no data): the circuit has
+def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, part: str, logrows: int) -> dict:
+    """ezkl settings for one part at `logrows`, from the shape alone (no data): the circuits have
     no lookups, so nothing in them depends on the weights. Written in canonical order so the
     compiled circuit, and hence the keys, are the same on every machine."""
     import ezkl
 
-    ra = run_args(shape)
+    ra = run_args(shape, part)
     ra.logrows = logrows
     ra.lookup_range = (0, 0)
     ezkl.gen_settings(str(onnx_path), str(out), py_run_args=ra)
     s = canonical_settings(json.loads(out.read_text()))
     out.write_text(json.dumps(s))
+    return s
 
 
-@contextmanager
-def _stdout_silenced():
-    """ezkl's calibration prints a fidelity table straight to the process's stdout (from Rust);
-    keep it out of our output."""
-    sys.stdout.flush()
-    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
-def calibrated_logrows(shape: CircuitShape, inputs) -> int:
-    """The smallest logrows the circuit fits in (ezkl's calibration, run once per shape)."""
+def logrows_for(shape: CircuitShape) -> int:
+    """The one logrows of both parts: the smallest 2^k holding the larger one's rows. Cached."""
     pointer = cache_dir() / "circuits" / f"{shape.key()}.logrows"
     if pointer.is_file():
         return int(pointer.read_text())
     check_fits(shape)
-    import ezkl
     import onnx
 
-    from circuits.graph import build_onnx
+    from circuits.graph import BUILDERS
 
     tmp = _atomic_folder(pointer)
     try:
-        onnx.save(build_onnx(shape), str(tmp / "network.onnx"))
-        ezkl.gen_settings(str(tmp / "network.onnx"), str(tmp / "settings.json"), py_run_args=run_args(shape))
-        (tmp / "data.json").write_text(input_json(inputs))
-        with _stdout_silenced():
-            ezkl.calibrate_settings(str(tmp / "data.json"), str(tmp / "network.onnx"), str(tmp / "settings.json"),
-                                    "resources", scales=[shape.input_scale],
-                                    scale_rebase_multiplier=[REBASE_MULTIPLIER], max_logrows=max_logrows())
-        logrows = int(json.loads((tmp / "settings.json").read_text())["run_args"]["logrows"])
+        rows = 0
+        for part in PARTS:
+            onnx.save(BUILDERS[part](shape), str(tmp / f"{part}.onnx"))
+            settings = write_settings(tmp / f"{part}.onnx", tmp / f"{part}.json", shape, part, max_logrows())
+            rows = max(rows, int(settings["num_rows"]))
+        logrows = max(rows + ROW_RESERVE, 2 * shape.decomp_base).bit_length()
+        if logrows > max_logrows():
+            raise ZkfpError(f"this model's fingerprint circuit needs 2^{logrows} rows; this machine proves "
+                            f"circuits up to 2^{max_logrows()} rows")
         (tmp / "logrows").write_text(str(logrows))
         os.replace(tmp / "logrows", pointer)
     finally:
@@ -224,34 +226,34 @@ def calibrated_logrows(shape: CircuitShape, inputs) -> int:
     return logrows
 
 
-def build(shape: CircuitShape, inputs=None, logrows: int | None = None) -> Circuit:
-    """The compiled circuit of `shape` at `logrows` (chosen by calibration on `inputs` when not
-    given: the prover; the verifier passes the bundle's logrows and rebuilds). Cached."""
+def build(shape: CircuitShape, part: str, logrows: int | None = None) -> Circuit:
+    """One compiled part of the fingerprint circuit at `logrows` (the shape's own when not given).
+    Cached."""
     if logrows is None:
-        logrows = calibrated_logrows(shape, inputs)
+        logrows = logrows_for(shape)
     if not 1 <= logrows <= max_logrows():
         raise ZkfpError(f"logrows {logrows} is outside what this machine builds (1..{max_logrows()})")
-    final = cache_dir() / "circuits" / f"{shape.key()}-k{logrows}"
+    final = cache_dir() / "circuits" / f"{shape.key()}-{part}-k{logrows}"
     if (final / "model.compiled").is_file():
-        return Circuit(shape, final)
+        return Circuit(shape, part, final)
     check_fits(shape)
     import ezkl
     import onnx
 
-    from circuits.graph import build_onnx
+    from circuits.graph import BUILDERS
 
     tmp = _atomic_folder(final)
     try:
-        c = Circuit(shape, tmp)
-        onnx.save(build_onnx(shape), str(c.onnx))
-        write_settings(c.onnx, c.settings, shape, logrows)
+        c = Circuit(shape, part, tmp)
+        onnx.save(BUILDERS[part](shape), str(c.onnx))
+        write_settings(c.onnx, c.settings, shape, part, logrows)
         ezkl.compile_circuit(str(c.onnx), str(c.compiled), str(c.settings))
         (tmp / "shape.json").write_text(json.dumps(shape.to_json(), indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _publish(tmp, final)
-    return Circuit(shape, final)
+    return Circuit(shape, part, final)
 
 
 def keys_folder(circuit: Circuit, srs: SrsInfo) -> Path:

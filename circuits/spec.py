@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-CIRCUIT_VERSION = "zkfp-circuit/1"
+CIRCUIT_VERSION = "zkfp-circuit/2"  # /2: two linked circuits, the terms private, v public
 EZKL_VERSION = "23.0.5"
 # Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
 # neurons (least squares over these orders: W_d[:, j] = Σ_n c_n(a_j) Θ_n[:, j] / Σ_n c_n(a_j)²).
@@ -29,6 +29,17 @@ PARAM_SCALE = 10
 DECOMP_BASE = 16384
 DECOMP_LEGS = 5
 NUM_INNER_COLS = 2
+# The encoder circuit (z-scores and projection; see circuits.graph.build_encoder_onnx) reads the
+# terms circuit's committed output integers, which are M·2^60, as values at scale 2^30 (z-scores
+# do not see the factor 2^30). Measured on ezkl 23.0.5 (embedded model): with these settings the
+# encoder mocks and proves at 76,850 rows (2^17) and its v is within 5e-4 of the float v; with
+# the terms circuit's own settings (scale 10, rebase 6, 5 legs) every z-score variant tried
+# overflowed the range checks or failed the constraints (products of 2^60-scale terms reach 2^120).
+ENC_INPUT_SCALE = 30
+ENC_PARAM_SCALE = 16     # the projection P at 2^-16 (2^-10 left |v - float v| at 0.026)
+ENC_DECOMP_LEGS = 8
+ENC_INNER_COLS = 4       # 2 columns needed 153,634 rows (2^18), forcing both circuits to 2^18
+TERM_SHIFT = 20          # terms are divided by 2^20 before they are squared
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,11 @@ class CircuitShape:
     num_inner_cols: int = NUM_INNER_COLS
     decomp_base: int = DECOMP_BASE
     decomp_legs: int = DECOMP_LEGS
+    enc_input_scale: int = ENC_INPUT_SCALE
+    enc_param_scale: int = ENC_PARAM_SCALE
+    enc_decomp_legs: int = ENC_DECOMP_LEGS
+    enc_inner_cols: int = ENC_INNER_COLS
+    term_shift: int = TERM_SHIFT
     version: str = CIRCUIT_VERSION
     ezkl_version: str = EZKL_VERSION
     extra: tuple = field(default=())
@@ -123,6 +139,14 @@ class CircuitShape:
 
     def n_inputs(self) -> int:
         return len(self.input_specs())
+
+    def n_terms(self) -> int:
+        return 3 * len(self.layers)
+
+    def encoder_input_specs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """The encoder circuit's committed inputs: the terms (the terms circuit's committed output)
+        and the prover's private 1/σ per term, which the circuit checks."""
+        return [("terms", (self.n_terms() * self.k * self.k,)), ("inv_sigma", (self.n_terms(),))]
 
     def weight_elements(self) -> int:
         """Elements of release tensors the circuit reads (the public per-neuron weights excluded)."""

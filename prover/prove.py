@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from zkfp.errors import ZkfpError
-from zkfp.files import atomic_output_dir, sha256_file, write_json
+from zkfp.files import atomic_output_dir, sha256_file
 
 from verifier import bundle as bundle_format
 
@@ -56,15 +56,18 @@ def _progress(enabled: bool):
 
 def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool = True,
           force: bool = False, timings: dict | None = None) -> Path:
-    """Prove the fingerprint of the release in `release_dir`; write the bundle to `out_dir`."""
+    """Prove the fingerprint of the release in `release_dir`; write the bundle to `out_dir`.
+
+    Two proofs, linked by the commitment to the terms: the terms circuit reads the release tensors
+    (committed) and commits the terms; the encoder circuit reads that commitment and the private
+    1/σ per term and makes y and the checks public (circuits.graph)."""
     import ezkl
-    import torch
 
     from circuits import pipeline
     from circuits import srs as srs_mod
-    from circuits.finish import v_from_terms
+    from circuits.finish import CHECK_TOL, inverse_sigmas, v_from_public, v_from_terms
+    from circuits.graph import reference_terms
     from circuits.inputs import Release, release_inputs, shape_of
-    from circuits.model import float_fingerprint
     from circuits.projection import load_projection
     from fingerprint import render
     from fingerprint import spec as fspec
@@ -89,73 +92,89 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
         token_ids = fspec.select_tokens(rel.vocab(), shape.k)
         inputs = release_inputs(rel, shape, token_ids)
 
-        bar.step("compiling circuit (cached by shape)")
+        bar.step("compiling circuits (cached by shape)")
         t = time.perf_counter()
-        circuit = pipeline.build(shape, inputs)
+        logrows = pipeline.logrows_for(shape)
+        circuits = {part: pipeline.build(shape, part, logrows) for part in pipeline.PARTS}
         timings["compile_s"] = time.perf_counter() - t
-        logrows = circuit.logrows
         info = srs_mod.srs_file(srs, logrows) if srs is not None else srs_mod.dev_srs(logrows)
 
         bar.step(f"setup (logrows {logrows}, cached by shape and SRS)")
         t = time.perf_counter()
-        keys = pipeline.keys(circuit, info)
+        keys = {part: pipeline.keys(c, info) for part, c in circuits.items()}
         timings["setup_s"] = time.perf_counter() - t
 
         work = Path(os.environ.get("TMPDIR", "/tmp")) / f"zkfp-prove-{os.getpid()}-{time.time_ns()}"
         work.mkdir(parents=True)
         try:
-            bar.step("witness")
-            (work / "input.json").write_text(pipeline.input_json(inputs))
+            bar.step("witnesses")
             t = time.perf_counter()
-            witness = ezkl.gen_witness(str(work / "input.json"), str(circuit.compiled), str(work / "witness.json"),
-                                       vk_path=str(keys.vk), srs_path=str(info.path))
+            (work / "terms.input.json").write_text(pipeline.input_json(inputs))
+            terms = _witness(work, "terms", circuits["terms"], keys["terms"], info)
+            term_felts = terms["outputs"][0]
+            inv = inverse_sigmas(term_felts, shape)
+            (work / "encoder.input.json").write_text(json.dumps({"input_data": [term_felts, inv.tolist()]}))
+            encoder = _witness(work, "encoder", circuits["encoder"], keys["encoder"], info)
+            if encoder["processed_inputs"]["polycommit"][0] != terms["processed_outputs"]["polycommit"][0]:
+                raise ZkfpError("internal error: the encoder's terms commitment is not the terms circuit's")
             timings["witness_s"] = time.perf_counter() - t
+
             bar.step("proving")
             t = time.perf_counter()
-            ezkl.prove(witness=str(work / "witness.json"), model=str(circuit.compiled), pk_path=str(keys.pk),
-                       proof_path=str(work / "proof.json"), srs_path=str(info.path))
+            for part, c in circuits.items():
+                ezkl.prove(witness=str(work / f"{part}.witness.json"), model=str(c.compiled),
+                           pk_path=str(keys[part].pk), proof_path=str(work / f"{part}.proof.json"),
+                           srs_path=str(info.path))
             timings["prove_s"] = time.perf_counter() - t
+
             bar.step("checking")
-            ezkl.verify(proof_path=str(work / "proof.json"), settings_path=str(circuit.settings),
-                        vk_path=str(keys.vk), srs_path=str(info.path))
-            settings = circuit.settings_json()
-            out_scale = int(settings["model_output_scales"][0])
-            proof = json.loads((work / "proof.json").read_text())
-            outputs = witness["outputs"][0]
-            if proof["instances"][0][-len(outputs):] != outputs:
-                raise ZkfpError("internal error: the proof's public outputs are not the witness outputs")
-            terms = np.array([ezkl.felt_to_float(f, out_scale) for f in outputs], dtype=np.float64)
-            P = load_projection(terms.size, shape.m)
-            v = v_from_terms(terms, shape, P)
-            v_float = np.asarray(float_fingerprint(shape, torch.from_numpy(P), inputs))
+            for part, c in circuits.items():
+                ezkl.verify(proof_path=str(work / f"{part}.proof.json"), settings_path=str(c.settings),
+                            vk_path=str(keys[part].vk), srs_path=str(info.path))
+            scale = int(circuits["encoder"].settings_json()["model_output_scales"][0])
+            v, checks = v_from_public([ezkl.felt_to_float(f, scale) for f in encoder["outputs"][0]], shape)
+            if not np.all(np.abs(checks - 1) <= CHECK_TOL):
+                raise ZkfpError(f"internal error: the encoder's checks are {checks.tolist()}, not 1")
+            v_float = v_from_terms(reference_terms(shape, inputs), shape, load_projection(shape.n_terms() * shape.k ** 2,
+                                                                                          shape.m))
             cos = float(v @ v_float / (np.linalg.norm(v) * np.linalg.norm(v_float)))
             if not cos >= MIN_COSINE:
                 raise ZkfpError(f"the proven v disagrees with the float fingerprint (cosine {cos:.4f} < "
                                 f"{MIN_COSINE}): the circuit's fixed-point scales do not suit this model")
 
             bar.step("writing bundle")
-            # the commitments as ezkl writes them to the witness file (the returned dict holds objects)
-            written = json.loads((work / "witness.json").read_text())
-            points = (written.get("processed_inputs") or {}).get("polycommit") or []
-            names = [name for name, _ in shape.input_specs()]
-            if len(points) != len(names):
-                raise ZkfpError(f"internal error: ezkl returned {len(points)} input commitments for {len(names)} inputs")
+            names = {"terms": [n for n, _ in shape.input_specs()], "encoder": [n for n, _ in shape.encoder_input_specs()]}
             with atomic_output_dir(out_dir, force=force) as tmp:
-                shutil.copyfile(work / "proof.json", tmp / "proof.json")
-                shutil.copyfile(keys.vk, tmp / "vk.key")
-                shutil.copyfile(circuit.settings, tmp / "settings.json")
+                entries = []
+                for part, witness in (("terms", terms), ("encoder", encoder)):
+                    files = bundle_format.part_files(part)
+                    shutil.copyfile(work / f"{part}.proof.json", tmp / files["proof"])
+                    shutil.copyfile(keys[part].vk, tmp / files["vk"])
+                    shutil.copyfile(circuits[part].settings, tmp / files["settings"])
+                    outputs = witness["processed_outputs"]["polycommit"] if part == "terms" else []
+                    entries.append(bundle_format.ProofEntry(
+                        name=part, **files,
+                        inputs=tuple(zip(names[part], witness["processed_inputs"]["polycommit"])),
+                        outputs=tuple(zip(["terms"], outputs)),
+                        sha256={f: sha256_file(tmp / f) for f in files.values()}))
                 render.save_png(list(map(float, v)), tmp / bundle_format.PNG)
-                entry = bundle_format.ProofEntry(
-                    name="fingerprint", proof="proof.json", vk="vk.key", settings="settings.json",
-                    commitments=tuple(zip(names, points)),
-                    sha256={n: sha256_file(tmp / n) for n in ("proof.json", "vk.key", "settings.json")})
                 bundle_format.write_manifest(
                     tmp, ezkl_version=ezkl.__version__, family=rel.arch.family.name, vocab=rel.vocab(),
                     token_ids=token_ids, shape_json=shape.to_json(), circuit_key=shape.key(), logrows=logrows,
-                    proofs=[entry], v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
+                    proofs=entries, v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
                     png_sha256=sha256_file(tmp / bundle_format.PNG),
                     spec=fspec.spec_dict(k=shape.k, layers=len(shape.layers), m=shape.m))
         finally:
             shutil.rmtree(work, ignore_errors=True)
     timings["cosine"] = cos
     return out_dir
+
+
+def _witness(work: Path, part: str, circuit, keys, info) -> dict:
+    """ezkl's witness of one part, read back from the file it writes (the returned object holds
+    commitments as Python objects; the file holds them as the proof does)."""
+    import ezkl
+
+    ezkl.gen_witness(str(work / f"{part}.input.json"), str(circuit.compiled), str(work / f"{part}.witness.json"),
+                     vk_path=str(keys.vk), srs_path=str(info.path))
+    return json.loads((work / f"{part}.witness.json").read_text())

@@ -37,51 +37,91 @@ def test_nothing_downloads_an_srs():
     assert not hits, hits
 
 
-def test_circuit_matches_fingerprint_extract(tmp_path):
-    """The circuit's float graph computes exactly fingerprint.extract's v."""
-    import numpy as np
-    import torch
-
+@pytest.fixture(scope="module")
+def embedded_inputs(tmp_path_factory):
     import taylor
     from circuits.inputs import Release, release_inputs, shape_of
-    from circuits.model import float_fingerprint
-    from circuits.projection import load_projection
     from fingerprint import spec
-    from fingerprint.extract import extract
     from zkfp.zoo import embedded
 
-    rel_dir = taylor.protect(embedded.path(), tmp_path / "rel")
+    rel_dir = taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "rel")
     rel = Release(rel_dir)
     shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
-    inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
-    P = load_projection(3 * len(shape.layers) * shape.k ** 2, shape.m)
-    v = float_fingerprint(shape, torch.from_numpy(P), inputs)
+    return rel_dir, shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
+
+
+def test_circuit_matches_fingerprint_extract(embedded_inputs):
+    """The terms graph (onnx's reference evaluator) and the encoder's math give fingerprint.extract's v."""
+    import numpy as np
+
+    from circuits.finish import v_from_terms
+    from circuits.graph import reference_terms
+    from circuits.projection import load_projection
+    from fingerprint.extract import extract
+
+    rel_dir, shape, inputs = embedded_inputs
+    v = v_from_terms(reference_terms(shape, inputs), shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
     ref = np.array(extract(rel_dir).v)
     assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) > 0.9999
-    assert shape.estimate_logrows() <= 18
 
 
-def test_onnx_graph_computes_the_torch_reference(tmp_path):
-    """circuits.graph (torch-free, what ezkl compiles) and circuits.model (torch float reference)
-    are the same function."""
+def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
+    """The encoder circuit's graph, fed the terms and honest 1/σ, gives y with zscore(y) = v and
+    every check 1; a wrong 1/σ shows in its check."""
     import numpy as np
     from onnx.reference import ReferenceEvaluator
 
-    import taylor
-    from circuits.graph import build_onnx
-    from circuits.inputs import Release, release_inputs, shape_of
-    from circuits.model import float_outputs
-    from fingerprint import spec
-    from zkfp.zoo import embedded
+    from circuits.finish import v_from_public, v_from_terms
+    from circuits.graph import build_encoder_onnx, reference_terms
+    from circuits.projection import load_projection
 
-    rel = Release(taylor.protect(embedded.path(), tmp_path / "rel"))
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
-    inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
-    feeds = {name: np.asarray(a, np.float32) for (name, _), a in zip(shape.input_specs(), inputs)}
-    got = ReferenceEvaluator(build_onnx(shape)).run(None, feeds)[0]
-    want = float_outputs(shape, inputs).numpy()
-    assert got.shape == want.shape
-    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    _, shape, inputs = embedded_inputs
+    terms = reference_terms(shape, inputs)
+    c = terms.reshape(shape.n_terms(), -1) / 2.0 ** shape.term_shift
+    c = c - c.mean(axis=1, keepdims=True)
+    inv = 1 / np.sqrt((c * c).sum(axis=1))
+    run = ReferenceEvaluator(build_encoder_onnx(shape))
+    v, checks = v_from_public(run.run(None, {"terms": terms.astype(np.float32), "inv_sigma": inv.astype(np.float32)})[0],
+                              shape)
+    want = v_from_terms(terms, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+    assert np.abs(checks - 1).max() < 1e-4
+    assert np.abs(v - want).max() < 1e-3
+    inv[2] *= 1.01
+    _, checks = v_from_public(run.run(None, {"terms": terms.astype(np.float32), "inv_sigma": inv.astype(np.float32)})[0],
+                              shape)
+    assert abs(checks[2] - 1.0201) < 1e-3
+
+
+def test_bundle_shapes_that_depart_from_the_spec_are_named():
+    from dataclasses import replace
+
+    from circuits.spec import CircuitShape, LayerShape
+
+    a = CircuitShape.for_model(hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=172,
+                               layers=(LayerShape(120, 52),) * 2, activation="silu")
+    assert a.departures_from_spec() == []
+    assert replace(a, k=8).departures_from_spec() == ["k (selected tokens) = 8 (the spec's is 16)"]
+    assert replace(a, term_shift=10).departures_from_spec() == ["term_shift = 10 (the spec's is 20)"]
+    assert "last 2 layers" in replace(a, layers=a.layers * 2).departures_from_spec()[0]
+
+
+def test_numpy_quantisation_matches_ezkl():
+    import ezkl
+    import numpy as np
+
+    from verifier.commit import quantise
+
+    rng = np.random.default_rng(1)
+    xs = np.concatenate([rng.normal(scale=0.1, size=500), np.array([0.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5]) / 1024,
+                         np.array([0.4999, -0.4999, 1e-9, -1e-9])]).astype(np.float32).astype(np.float64)
+    assert quantise(xs, 10) == [ezkl.float_to_felt(float(x), 10) for x in xs]
+
+
+def test_field_elements_decode_to_signed_integers():
+    from circuits.finish import felts_to_ints
+    from verifier.commit import quantise
+
+    assert felts_to_ints(quantise([0.0, 1.0, -1.0, -3.5], 10)) == [0, 1024, -1024, -3584]
 
 
 def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):

@@ -98,7 +98,7 @@ def test_commit_prints_the_bundles_digest(bundle, release):
 
     m = json.loads((bundle / "manifest.json").read_text())
     srs = next(p for p in dev_path(0).parent.glob("dev-k*.srs"))
-    assert commit_release(release, srs, m["circuit"]["logrows"]) == m["commitment_digest"]
+    assert commit_release(release, srs) == m["commitment_digest"]
 
 
 def test_bundle_declaring_another_spec_is_refused(copy):
@@ -120,11 +120,40 @@ def test_commitments_swapped_between_inputs(copy):
     from verifier.bundle import commitment_digest, read_bundle
 
     def swap(m):
-        c = m["proofs"][0]["commitments"]
+        c = m["proofs"][0]["inputs"]
         c[1]["points"], c[2]["points"] = c[2]["points"], c[1]["points"]
     _edit_manifest(copy, swap)
-    _edit_manifest(copy, lambda m: m.update(commitment_digest=commitment_digest(read_bundle(copy).proofs)))
+    _edit_manifest(copy, lambda m: m.update(commitment_digest=commitment_digest(read_bundle(copy).proofs[0].inputs)))
     _refused(_verify(copy), words=("does not hold the commitments",))
+
+
+def test_link_between_the_proofs_altered(copy):
+    """The encoder's terms commitment replaced by another point: its proof does not hold it, and
+    the link check alone (as for an encoder proof taken from another bundle) refuses it too."""
+    from verifier.bundle import read_bundle
+    from verifier.verify import _check_links, _Invalid
+
+    def relink(m):
+        m["proofs"][1]["inputs"][0]["points"] = m["proofs"][0]["inputs"][0]["points"]
+    _edit_manifest(copy, relink)
+    _refused(_verify(copy), words=("proof encoder does not hold",))
+    with pytest.raises(_Invalid, match="read terms under different commitments"):
+        _check_links(read_bundle(copy))
+
+
+def test_proofs_reordered_or_missing(copy):
+    _edit_manifest(copy, lambda m: m.update(proofs=m["proofs"][::-1]))
+    _refused(_verify(copy), words=("proofs",))
+    _edit_manifest(copy, lambda m: m.update(proofs=m["proofs"][:1]))
+    _refused(_verify(copy), words=("proofs",))
+
+
+def test_terms_are_not_public(bundle):
+    """Only y (m values) and one check per term are public; the terms circuit publishes nothing."""
+    terms = json.loads((bundle / "terms.proof.json").read_text())
+    encoder = json.loads((bundle / "encoder.proof.json").read_text())
+    assert sum(len(x) for x in terms["instances"]) == 0
+    assert sum(len(x) for x in encoder["instances"]) == 64 + 6
 
 
 def test_another_models_digest_in_the_manifest(copy):
@@ -191,24 +220,25 @@ def test_dev_srs_refused_without_opt_in(bundle, release):
     _refused(_verify(bundle, release, allow_dev_srs=False), words=("dev SRS",))
 
 
-def test_flipped_byte_in_proof(copy, release):
-    p = json.loads((copy / "proof.json").read_text())
+@pytest.mark.parametrize("part", ["terms", "encoder"])
+def test_flipped_byte_in_proof(copy, part):
+    p = json.loads((copy / f"{part}.proof.json").read_text())
     h = p["proof"]
     i = len(h) // 2
     if isinstance(h, list):
         h[i] ^= 0x01
     else:
         p["proof"] = h[:i] + ("0" if h[i] != "0" else "1") + h[i + 1:]
-    (copy / "proof.json").write_text(json.dumps(p))
-    _refused(_verify(copy, release), words=("proof",))
+    (copy / f"{part}.proof.json").write_text(json.dumps(p))
+    _refused(_verify(copy), words=("proof",))
 
 
-def test_truncated_proof_bytes(copy, release):
+def test_truncated_proof_bytes(copy):
     """ezkl panics on a short proof; the verifier must still answer with a reason."""
-    p = json.loads((copy / "proof.json").read_text())
+    p = json.loads((copy / "terms.proof.json").read_text())
     p["proof"] = p["proof"][:10]
-    (copy / "proof.json").write_text(json.dumps(p))
-    _refused(_verify(copy, release), words=("malformed or truncated proof",))
+    (copy / "terms.proof.json").write_text(json.dumps(p))
+    _refused(_verify(copy), words=("malformed or truncated proof",))
 
 
 def test_other_models_release(bundle, other_release):
@@ -255,7 +285,7 @@ def test_v_edited_in_manifest(copy):
     _refused(_verify(copy), words=("v in the manifest",))
 
 
-def test_key_swapped(copy, release, tmp_path):
+def test_key_swapped(copy, tmp_path):
     """A valid key of another circuit (same SRS) in place of the bundle's key."""
     import ezkl
     import torch
@@ -275,8 +305,8 @@ def test_key_swapped(copy, release, tmp_path):
     ezkl.compile_circuit(str(tmp_path / "o.onnx"), str(tmp_path / "o.c"), str(tmp_path / "s.json"))
     srs = dev_srs(m["circuit"]["logrows"])
     ezkl.setup(str(tmp_path / "o.c"), str(tmp_path / "vk.key"), str(tmp_path / "pk.key"), srs_path=str(srs.path))
-    shutil.copyfile(tmp_path / "vk.key", copy / "vk.key")
-    _refused(_verify(copy, release), words=("vk.key is not the verification key of this circuit",))
+    shutil.copyfile(tmp_path / "vk.key", copy / "terms.vk.key")
+    _refused(_verify(copy), words=("terms.vk.key is not the verification key of this circuit",))
 
 
 def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch):
@@ -295,35 +325,35 @@ def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch)
     assert any("deriving the verification key" in line for line in said), said
 
 
-def test_settings_edited(copy, release):
-    s = json.loads((copy / "settings.json").read_text())
+def test_settings_edited(copy):
+    s = json.loads((copy / "terms.settings.json").read_text())
     s["run_args"]["input_scale"] = 9
-    (copy / "settings.json").write_text(json.dumps(s))
-    _refused(_verify(copy, release), words=("settings",))
+    (copy / "terms.settings.json").write_text(json.dumps(s))
+    _refused(_verify(copy), words=("settings",))
 
 
-def test_settings_edited_subtly(copy, release):
-    """An edit that leaves v unchanged (z-scores hide a scale change) is still refused."""
-    s = json.loads((copy / "settings.json").read_text())
+def test_settings_edited_subtly(copy):
+    """An edit that would leave v unchanged (z-scores hide a scale change) is still refused."""
+    s = json.loads((copy / "encoder.settings.json").read_text())
     s["model_output_scales"] = [s["model_output_scales"][0] + 1]
-    (copy / "settings.json").write_text(json.dumps(s))
-    _refused(_verify(copy, release), words=("settings",))
+    (copy / "encoder.settings.json").write_text(json.dumps(s))
+    _refused(_verify(copy), words=("settings",))
 
 
-def test_truncated_manifest(copy, release):
+def test_truncated_manifest(copy):
     text = (copy / "manifest.json").read_text()
     (copy / "manifest.json").write_text(text[: len(text) // 2])
-    _refused(_verify(copy, release), status="unusable", words=("JSON",))
+    _refused(_verify(copy), status="unusable", words=("JSON",))
 
 
-def test_malformed_proof_json(copy, release):
-    (copy / "proof.json").write_text('{"instances": 3}')
-    _refused(_verify(copy, release), status="unusable")
+def test_malformed_proof_json(copy):
+    (copy / "encoder.proof.json").write_text('{"instances": 3}')
+    _refused(_verify(copy), status="unusable")
 
 
-def test_missing_file(copy, release):
-    (copy / "vk.key").unlink()
-    _refused(_verify(copy, release), status="unusable", words=("missing",))
+def test_missing_file(copy):
+    (copy / "encoder.vk.key").unlink()
+    _refused(_verify(copy), status="unusable", words=("missing",))
 
 
 def _files(folder: Path) -> dict:

@@ -32,7 +32,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from circuits.consistency import (GUARD_RTOL, RTOL, check_coefficients, check_guard_radius,
-                                  check_taylor_consistency, coefficient_residuals)
+                                  check_taylor_consistency, coefficient_residuals, guard_residuals)
 from circuits.inputs import Release
 from zkfp.errors import ReleaseError
 
@@ -89,21 +89,23 @@ def test_honest_residuals_are_float32_noise_away_from_vanishing_coefficients(lla
     n_seen = []
     for fit in coefficient_residuals(rel.activation, rel.mlp(i, "anchor"), rel.mlp(i, "coeffs")):
         n_seen.append(fit.order)
-        away = fit.slack / RTOL < 0.01 * fit.coefficient     # c_n not nearly zero
-        plain = fit.residual[away] / fit.coefficient[away]
+        away = fit.slack / RTOL < 0.01 * fit.scale           # c_n not nearly zero
+        plain = fit.residual[away] / fit.scale[away]
         assert plain.max(initial=0.0) < 16 * 2.0 ** -24, (fit.order, plain.max())
     assert n_seen[:2] == [1, 2] and sorted(n_seen) == list(range(rel.n_terms + 1))
 
 
 def test_coeffs_are_read_one_order_at_a_time(llama_releases, monkeypatch):
     rel = Release(llama_releases[0])
+    i = _last(llama_releases[0])
+    whole = check_coefficients(rel.activation, rel.mlp(i, "anchor"), rel.mlp(i, "coeffs"))
 
     def get(name, _orig=rel.get):
         assert not name.endswith("coeffs"), "the whole coeffs tensor was loaded"
         return _orig(name)
 
     monkeypatch.setattr(rel, "get", get)
-    check_taylor_consistency(rel, [_last(llama_releases[0])])
+    assert check_taylor_consistency(rel, [i])[i]["coeffs"] == whole  # same bytes, read order by order
 
 
 def test_consistency_module_imports_no_torch(llama_releases):
@@ -265,30 +267,59 @@ def test_gpt2_order_zero_from_another_model_is_refused(tmp_path):
         check_coefficients(activation, anchor, coeffs, bias=bias, name="taylor.layers.1.coeffs")
 
 
-@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
-def test_synthetic_honest_coefficients_pass_across_anchors(activation):
-    """Conversion's arithmetic on 4000 anchors over [-6, 6] (zeros of every c_n are crossed),
-    with a folded bias for the GELUs: passes, and away from vanishing c_n the residual is fp32 noise."""
+def _synthetic(activation, lim, seed=1, d=48, s=4000, n_terms=12):
+    """Conversion's arithmetic on s random anchors in [-lim, lim], a folded bias for the GELUs:
+    (anchor, coeffs, guard_radius, bias, point)."""
     from taylor.jets import activation_jet, convergence_radius
 
-    rng = np.random.default_rng(1)
-    d, s, n_terms = 48, 4000, 12
-    t = rng.uniform(-6.0, 6.0, s)                          # the point derivatives are taken at
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(-lim, lim, s)                          # the point derivatives are taken at
     bias = None if activation == "silu" else rng.normal(0.0, 0.5, s).astype(np.float32)
     z0 = t if bias is None else t - bias.astype(np.float64)
-    anchor = z0.astype(np.float32)
     down = (rng.standard_normal((d, s)) * 0.05).astype(np.float32).astype(np.float64)
     c = activation_jet(activation, t, n_terms)
     coeffs = np.stack([(down * c[n]).astype(np.float32) for n in range(n_terms + 1)])
     guard = (0.75 * convergence_radius(activation, t)).astype(np.float32)
+    return z0.astype(np.float32), coeffs, guard, bias, t
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
+def test_synthetic_honest_coefficients_pass_across_anchors(activation):
+    """4000 anchors over [-6, 6] (zeros of every c_n are crossed): passes, away from vanishing c_n
+    the residual is fp32 noise, and one column of one order taken from a neighbour is found."""
+    anchor, coeffs, guard, bias, t = _synthetic(activation, 6.0)
     assert check_coefficients(activation, anchor, coeffs, bias=bias) < HONEST_BOUND
-    assert check_guard_radius(activation, anchor, guard, bias=bias) < 20 * 2.0 ** -24
     for fit in coefficient_residuals(activation, anchor, coeffs, bias=bias):
-        away = fit.slack / RTOL < 0.01 * fit.coefficient
-        assert (fit.residual[away] / fit.coefficient[away]).max() < 16 * 2.0 ** -24
-    coeffs[4, :, 123] = coeffs[4, :, 124]                  # one column of one order from a neighbour
+        away = fit.slack / RTOL < 0.01 * fit.scale
+        assert (fit.residual[away] / fit.scale[away]).max() < 16 * 2.0 ** -24
+    coeffs[4, :, 123] = coeffs[4, :, 124]
     with pytest.raises(ReleaseError, match=r"coeffs order 4, neuron 123: not the column .* 1 of 4000"):
         check_coefficients(activation, anchor, coeffs, bias=bias)
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
+def test_synthetic_far_anchors_pass(activation):
+    """Anchors out to ±30: fp32 underflow (erf-GELU below ≈ −13) and fp64 jet noise are allowed for."""
+    anchor, coeffs, _, bias, _ = _synthetic(activation, 30.0, seed=2, d=16, s=3000)
+    assert check_coefficients(activation, anchor, coeffs, bias=bias) < HONEST_BOUND
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_tanh"])
+def test_synthetic_guard_radius(activation):
+    anchor, _, guard, bias, t = _synthetic(activation, 6.0)
+    fit = guard_residuals(activation, anchor, guard, bias=bias)
+    if activation == "gelu_tanh":  # its fp64 high-order jets are noise below ≈ −3.5: undetermined there
+        assert fit.undetermined.any() and t[fit.undetermined].max() < -3.0
+        with pytest.raises(ReleaseError, match="cannot be checked"):
+            check_guard_radius(activation, anchor, guard, bias=bias, strict=True)
+    else:
+        assert not fit.undetermined.any()
+        check_guard_radius(activation, anchor, guard, bias=bias, strict=True)
+    assert check_guard_radius(activation, anchor, guard, bias=bias) < GUARD_RTOL / 2
+    guard[7] *= np.float32(1.01)
+    guard[np.flatnonzero(fit.undetermined)] = 0.0          # skipped, whatever they hold
+    with pytest.raises(ReleaseError, match=r"^guard_radius, neuron 7: .* 1 of 4000"):
+        check_guard_radius(activation, anchor, guard, bias=bias)
 
 
 def test_streamed_orders_equal_the_array(llama_releases):

@@ -5,10 +5,13 @@ A bundle folder holds
                     (its key derived from that shape), every proof with the KZG commitments to the
                     release tensors it read, the commitment digest, v, the SRS identity, and the
                     sha256 of each release file (checked only against a release)
-  <proof>.json      an ezkl proof per entry of `proofs` (one today; chunked models will list more,
-                    linked by equal commitments to shared tensors)
-  vk.key, settings.json   the circuit's verification key and ezkl settings (the verifier derives
-                    its own and requires these to be identical)
+  terms.proof.json, terms.vk.key, terms.settings.json
+                    the terms circuit's proof, verification key and ezkl settings (the verifier
+                    derives its own key and settings and requires these to be identical)
+  encoder.proof.json, encoder.vk.key, encoder.settings.json
+                    the same for the encoder circuit; its input "terms" has the same commitment
+                    as the terms circuit's output (the link). Chunked models will list more
+                    proofs, linked the same way by equal commitments to shared tensors.
   fingerprint.png   the rendering of v
 
 numpy-free and torch-free: `read_bundle` is a typed parse; it checks structure, not meaning
@@ -34,12 +37,21 @@ MAX_JSON = 64 << 20
 
 @dataclass(frozen=True)
 class ProofEntry:
-    name: str
+    name: str           # the circuit part it proves ("terms", "encoder")
     proof: str          # file names inside the bundle
     vk: str
     settings: str
-    commitments: tuple[tuple[str, object], ...]   # (circuit input name, its KZG points as ezkl writes them)
+    inputs: tuple[tuple[str, object], ...]    # (input name, its KZG points as ezkl writes them)
+    outputs: tuple[tuple[str, object], ...]   # committed outputs, likewise
     sha256: dict
+
+    @property
+    def commitments(self) -> tuple[tuple[str, object], ...]:
+        return self.inputs + self.outputs
+
+
+def part_files(part: str) -> dict:
+    return {"proof": f"{part}.proof.json", "vk": f"{part}.vk.key", "settings": f"{part}.settings.json"}
 
 
 @dataclass(frozen=True)
@@ -64,9 +76,10 @@ class Bundle:
         return self.path / name
 
 
-def commitment_digest(proofs) -> str:
-    """sha256 over every (proof, input, points) in order: the model's identity under this circuit and SRS."""
-    blob = [[p.name, [[n, pts] for n, pts in p.commitments]] for p in proofs]
+def commitment_digest(release_commitments) -> str:
+    """sha256 over the (tensor, points) commitments of the release tensors the circuit reads, in
+    the circuit's order: the model's identity under this circuit and SRS (`zkfp commit`)."""
+    blob = [[n, pts] for n, pts in release_commitments]
     return hashlib.sha256(canonical(blob).encode()).hexdigest()
 
 
@@ -98,7 +111,8 @@ def read_bundle(path: str | Path) -> Bundle:
         proofs = tuple(ProofEntry(
             name=str(p["name"]), proof=_plain(p["proof"], "a proof file"), vk=_plain(p["vk"], "a key file"),
             settings=_plain(p["settings"], "a settings file"),
-            commitments=tuple((str(c["input"]), c["points"]) for c in p["commitments"]),
+            inputs=tuple((str(c["name"]), c["points"]) for c in p["inputs"]),
+            outputs=tuple((str(c["name"]), c["points"]) for c in p["outputs"]),
             sha256=dict(p["sha256"])) for p in m["proofs"])
         bundle = Bundle(
             path=path, ezkl_version=str(m["ezkl_version"]), family=str(m["model"]["family"]),
@@ -132,9 +146,10 @@ def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, 
         "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids)},
         "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows},
         "proofs": [{"name": p.name, "proof": p.proof, "vk": p.vk, "settings": p.settings, "sha256": p.sha256,
-                    "commitments": [{"input": n, "points": pts} for n, pts in p.commitments]}
+                    "inputs": [{"name": n, "points": pts} for n, pts in p.inputs],
+                    "outputs": [{"name": n, "points": pts} for n, pts in p.outputs]}
                    for p in proofs],
-        "commitment_digest": commitment_digest(proofs),
+        "commitment_digest": commitment_digest(proofs[0].inputs),
         "v": [float(x) for x in v],
         "png": {"file": PNG, "sha256": png_sha256},
         "srs": {"sha256": srs_sha256, "logrows": logrows},

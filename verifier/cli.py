@@ -18,7 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("commit", help="print a release's commitment digest (compare it with a bundle's)")
     c.add_argument("release", metavar="RELEASE_DIR")
     c.add_argument("--srs", required=True, metavar="FILE", help="the SRS the bundle was made under")
-    c.add_argument("--logrows", type=int, required=True, help="the bundle's circuit logrows (manifest circuit.logrows)")
     c.set_defaults(handler=_commit)
 
 
@@ -42,5 +41,5 @@ def _verify(args) -> int:
 def _commit(args) -> int:
     from verifier.commit import commit_release
 
-    print(commit_release(args.release, args.srs, args.logrows))
+    print(commit_release(args.release, args.srs))
     return 0

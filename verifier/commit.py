@@ -37,21 +37,22 @@ def _compressed(x: str, y: str) -> str:
     return raw.hex()
 
 
-def commit_release(release_dir: str | Path, srs: str | Path, logrows: int) -> str:
-    """The commitment digest of a release under the spec's circuit at `logrows` and this SRS (the
+def commit_release(release_dir: str | Path, srs: str | Path) -> str:
+    """The commitment digest of a release under the spec's circuit and this SRS (the terms
     circuit's key is derived once per shape and SRS, cached)."""
     from circuits import pipeline
     from circuits import srs as srs_mod
     from circuits.inputs import Release, release_inputs, shape_of
     from fingerprint import spec as fspec
-    from verifier.bundle import ProofEntry, commitment_digest
+    from verifier.bundle import commitment_digest
 
     rel = Release(release_dir)
     shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
     inputs = release_inputs(rel, shape, fspec.select_tokens(rel.vocab(), shape.k))
+    logrows = pipeline.logrows_for(shape)
     info = srs_mod.srs_file(srs, logrows)
-    circuit = pipeline.build(shape, logrows=logrows)
+    circuit = pipeline.build(shape, "terms", logrows)
     keys = pipeline.keys(circuit, info)
     commitments = tuple((name, commit(arr, shape.input_scale, keys.vk, circuit.settings, info.path))
                         for (name, _), arr in zip(shape.input_specs(), inputs))
-    return commitment_digest([ProofEntry("fingerprint", "", "", "", commitments, {})])
+    return commitment_digest(commitments)

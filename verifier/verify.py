@@ -109,13 +109,12 @@ def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[fl
     shape = _spec_shape(b)
     checks["spec"] = "ok"
     info = _srs(b, srs, allow_dev, checks)
-    settings = _check_settings(b, shape)
-    circuit, vk = _derive_key(b, shape, settings, info, checks, say)
-    instances = [_check_proof(b, p, circuit, vk, info) for p in b.proofs]
-    checks["proofs"] = len(instances)
+    derived = _derive_keys(b, shape, info, checks, say)
+    public = {p.name: _check_proof(b, p, *derived[p.name], info) for p in b.proofs}
+    checks["proofs"] = len(public)
     _check_links(b)
     checks["links"] = "ok"
-    v = _check_v(b, shape, settings, instances[-1])
+    _check_v(b, shape, derived["encoder"][0], public["encoder"])
     checks["v"] = "ok"
     _check_image(b)
     checks["png"] = "ok"
@@ -180,91 +179,88 @@ def _srs(b: Bundle, srs, allow_dev: bool, checks: dict):
     return info
 
 
-def _check_settings(b: Bundle, shape) -> dict:
-    from circuits.finish import n_outputs
-
-    settings = {}
-    for p in b.proofs:
-        try:
-            settings = read_json(b.file(p.settings), p.settings)
-            ra = settings["run_args"]
-            problems = []
-            if str(ra["input_visibility"]).lower() not in ("polycommit", "kzgcommit"):
-                problems.append(f"input visibility {ra['input_visibility']!r} (must be polycommit)")
-            if str(ra["output_visibility"]).lower() != "public":
-                problems.append(f"output visibility {ra['output_visibility']!r} (must be public)")
-            if int(ra["logrows"]) != b.logrows:
-                problems.append(f"logrows {ra['logrows']} (the manifest says {b.logrows})")
-            if settings["model_instance_shapes"] != [[n_outputs(shape)]]:
-                problems.append(f"instance shapes {settings['model_instance_shapes']}")
-        except ZkfpError as exc:
-            raise _Unusable(str(exc)) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _Unusable(f"{p.settings} is malformed: {exc}") from None
-        if problems:
-            raise _Invalid(f"{p.settings} is not this circuit's: " + "; ".join(problems))
-    return settings
-
-
-def _derive_key(b: Bundle, shape, settings: dict, info, checks: dict, say):
-    """Rebuild the spec's circuit for this shape at the bundle's logrows and derive its key
-    (cached per shape, logrows and SRS); the bundle's settings and key must be exactly those."""
+def _derive_keys(b: Bundle, shape, info, checks: dict, say) -> dict:
+    """Rebuild the spec's circuits for this shape at its logrows and derive their keys (cached per
+    shape, logrows and SRS); the bundle's settings and keys must be exactly those."""
     from circuits import pipeline
 
-    with _refused_by_ezkl("cannot rebuild this bundle's circuit and derive its key with this SRS"):
-        circuit = pipeline.build(shape, logrows=b.logrows)
-        cached = (pipeline.keys_folder(circuit, info) / "vk.key").is_file()
-        if not cached:
-            say(f"deriving the verification key of this circuit (logrows {b.logrows}; once per circuit shape "
-                f"and SRS on this machine, about as long as a setup)")
-        keys = pipeline.keys(circuit, info)
+    if [p.name for p in b.proofs] != list(pipeline.PARTS):
+        raise _Invalid(f"the bundle's proofs are {[p.name for p in b.proofs]}, the spec proves {list(pipeline.PARTS)}")
+    derived, cached = {}, True
+    with _refused_by_ezkl("cannot rebuild this bundle's circuits and derive their keys with this SRS"):
+        logrows = pipeline.logrows_for(shape)
+        if logrows != b.logrows:
+            raise _Invalid(f"the bundle's logrows {b.logrows} is not its circuit's ({logrows})")
+        for p in b.proofs:
+            circuit = pipeline.build(shape, p.name, logrows)
+            if not (pipeline.keys_folder(circuit, info) / "vk.key").is_file():
+                cached = False
+                say(f"deriving the verification key of the {p.name} circuit (logrows {logrows}; once per "
+                    f"circuit shape and SRS on this machine, about as long as a setup)")
+            derived[p.name] = (circuit, pipeline.keys(circuit, info).vk)
     for p in b.proofs:
-        if pipeline.settings_digest(read_json(b.file(p.settings), p.settings)) != \
-                pipeline.settings_digest(circuit.settings_json()):
+        circuit, vk = derived[p.name]
+        try:
+            settings = read_json(b.file(p.settings), p.settings)
+        except ZkfpError as exc:
+            raise _Unusable(str(exc)) from None
+        if not isinstance(settings, dict) or \
+                pipeline.settings_digest(settings) != pipeline.settings_digest(circuit.settings_json()):
             raise _Invalid(f"{p.settings} is not this circuit's: it differs from the settings the verifier "
                            "derives from the shape")
-        if keys.vk.read_bytes() != b.file(p.vk).read_bytes():
+        if vk.read_bytes() != b.file(p.vk).read_bytes():
             raise _Invalid(f"{p.vk} is not the verification key of this circuit (the verifier derived the key "
                            "from the shape and the SRS; the bundle's differs)")
     checks["key"] = "cached" if cached else "derived"
-    return circuit, keys.vk
+    return derived
 
 
-def _witness_with(commitments, instances: list, shape, ezkl_version: str) -> dict:
+def _witness_with(p, circuit, instances: list, ezkl_version: str) -> dict:
     """A witness carrying only the listed commitments (ezkl's swap reads nothing else of it)."""
     zero = "00" * 32
+    specs = _io_specs(circuit)
     return {
-        "inputs": [[zero] * int(np.prod(dims)) for _, dims in shape.input_specs()],
+        "inputs": [[zero] * int(np.prod(dims)) for _, dims in specs["inputs"]],
         "pretty_elements": None,
-        "outputs": [list(instances)],
-        "processed_inputs": {"poseidon_hash": None, "polycommit": [pts for _, pts in commitments]},
+        "outputs": [list(instances)] if not specs["outputs"] else [[zero] * int(np.prod(d)) for _, d in specs["outputs"]],
+        "processed_inputs": {"poseidon_hash": None, "polycommit": [pts for _, pts in p.inputs]},
         "processed_params": None,
-        "processed_outputs": None,
+        "processed_outputs": {"poseidon_hash": None, "polycommit": [pts for _, pts in p.outputs]} if p.outputs else None,
         "max_lookup_inputs": 0,
         "min_lookup_inputs": 0,
-        "max_range_size": shape.decomp_base - 1,
+        "max_range_size": circuit.shape.decomp_base - 1,
         "version": ezkl_version,
     }
+
+
+def _io_specs(circuit) -> dict:
+    """Committed inputs and outputs of a circuit part, (name, shape) in the circuit's order."""
+    s = circuit.shape
+    if circuit.part == "terms":
+        return {"inputs": s.input_specs(), "outputs": [("terms", (s.n_terms() * s.k * s.k,))]}
+    return {"inputs": s.encoder_input_specs(), "outputs": []}
 
 
 def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
     """The proof holds exactly the listed commitments and verifies; returns its public values."""
     import ezkl
 
-    proof = read_json(b.file(p.proof), p.proof) if b.file(p.proof).stat().st_size < (64 << 20) else None
     try:
-        instances = proof["instances"][0]
-        assert isinstance(instances, list)
+        proof = read_json(b.file(p.proof), p.proof)
+        instances = proof["instances"][0] if proof["instances"] else []
+        assert isinstance(instances, list) and isinstance(proof.get("proof"), (str, list))
+    except ZkfpError as exc:
+        raise _Unusable(str(exc)) from None
     except (TypeError, KeyError, IndexError, AssertionError):
-        raise _Unusable(f"{p.proof} is malformed (no public values)") from None
-    names = [n for n, _ in circuit.shape.input_specs()]
-    if [n for n, _ in p.commitments] != names:
-        raise _Invalid(f"proof {p.name} lists commitments for other inputs than the circuit's")
+        raise _Unusable(f"{p.proof} is malformed") from None
+    specs = _io_specs(circuit)
+    if [n for n, _ in p.inputs] != [n for n, _ in specs["inputs"]] or \
+            [n for n, _ in p.outputs] != [n for n, _ in specs["outputs"]]:
+        raise _Invalid(f"proof {p.name} lists commitments for other tensors than its circuit's")
     with tempfile.TemporaryDirectory(prefix="zkfp-verify-") as tmp:
         tmp = Path(tmp)
         shutil.copyfile(b.file(p.proof), tmp / "proof.json")
-        (tmp / "witness.json").write_text(json.dumps(_witness_with(p.commitments, instances, circuit.shape,
-                                                                    b.ezkl_version)))
+        (tmp / "witness.json").write_text(json.dumps(_witness_with(p, circuit, instances, b.ezkl_version)))
         with _refused_by_ezkl(f"{p.proof} cannot hold the listed commitments (malformed or truncated proof)"):
             ezkl.swap_proof_commitments(str(tmp / "proof.json"), str(tmp / "witness.json"))
         if json.loads((tmp / "proof.json").read_text()).get("proof") != proof.get("proof"):
@@ -286,23 +282,26 @@ def _check_links(b: Bundle) -> None:
             if name in seen and seen[name][1] != c:
                 raise _Invalid(f"proofs {seen[name][0]} and {p.name} read {name} under different commitments")
             seen.setdefault(name, (p.name, c))
-    if commitment_digest(b.proofs) != b.commitment_digest:
+    if commitment_digest(b.proofs[0].inputs) != b.commitment_digest:
         raise _Invalid("the commitment digest is not the digest of the commitments the proofs hold")
 
 
-def _check_v(b: Bundle, shape, settings: dict, instances: list) -> np.ndarray:
+def _check_v(b: Bundle, shape, encoder, instances: list) -> np.ndarray:
+    """v is zscore(y) of the encoder's public values, and every check is 1 (circuits.graph)."""
     import ezkl
 
-    from circuits.finish import v_from_terms
-    from circuits.projection import load_projection
+    from circuits.finish import CHECK_TOL, v_from_public
 
-    scale = int(settings["model_output_scales"][0])
-    with _refused_by_ezkl("the proof's public values are not field elements"):
-        terms = np.array([ezkl.felt_to_float(f, scale) for f in instances], dtype=np.float64)
+    scale = int(encoder.settings_json()["model_output_scales"][0])
+    with _refused_by_ezkl("the encoder proof's public values are not field elements"):
+        values = [ezkl.felt_to_float(f, scale) for f in instances]
     try:
-        v = v_from_terms(terms, shape, load_projection(terms.size, shape.m))
-    except (ZkfpError, ValueError) as exc:
-        raise _Unusable(str(exc)) from None
+        v, checks = v_from_public(values, shape)
+    except ValueError as exc:
+        raise _Invalid(f"the encoder proof's public values: {exc}") from None
+    if not np.all(np.abs(checks - 1) <= CHECK_TOL):
+        raise _Invalid(f"the encoder proof's 1/σ checks are {np.round(checks, 6).tolist()}, not 1 within "
+                       f"{CHECK_TOL}: the proven z-scores are not z-scores")
     mine = np.asarray(b.v, dtype=np.float64)
     if mine.shape != v.shape or not np.all(np.isfinite(mine)) or np.max(np.abs(mine - v)) > V_TOL:
         raise _Invalid("v in the manifest is not the v the proof establishes")
@@ -354,9 +353,9 @@ def _verify_release(b: Bundle, release: Path, srs, checks: dict) -> None:
     from verifier.commit import commit
 
     info = _srs(b, srs, True, {})
-    circuit = pipeline.build(shape, logrows=b.logrows)
+    circuit = pipeline.build(shape, "terms", b.logrows)
     keys = pipeline.keys(circuit, info)
-    listed = dict(b.proofs[-1].commitments)
+    listed = dict(b.proofs[0].inputs)
     for (name, _), arr in zip(shape.input_specs(), inputs):
         if canonical(commit(arr, shape.input_scale, keys.vk, circuit.settings, info.path)) != canonical(listed[name]):
             raise _Invalid(f"the release's {name} does not commit to the bundle's commitment: the proof was "
