@@ -55,6 +55,19 @@ def inverse_sigmas(term_felts: list[str], shape) -> np.ndarray:
     return 1.0 / norms
 
 
+def term_scale_problem(term_felts: list[str], shape) -> str | None:
+    """Why the encoder circuit cannot encode these terms exactly (None when it can)."""
+    from circuits.spec import TERM_STD_RANGE
+
+    M = np.array(felts_to_ints(term_felts), dtype=np.float64).reshape(shape.n_terms(), -1) / 2.0 ** 60
+    lo, hi = TERM_STD_RANGE
+    stds = M.std(axis=1)
+    if np.all((stds >= lo) & (stds <= hi)):
+        return None
+    return (f"the fingerprint terms' standard deviations ({', '.join(f'{x:.3g}' for x in stds)}) leave the "
+            f"window the encoder circuit encodes exactly ({lo:.3g} to {hi:.3g})")
+
+
 def v_from_public(values, shape) -> tuple[np.ndarray, np.ndarray]:
     """(v, checks) from the encoder circuit's public values, decoded to floats."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)

@@ -17,12 +17,13 @@ committed, never public):
 
 The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
 the terms circuit's output — and the prover's 1/σ_t per term, committed; output: public):
-      c_t = (M_t − mean M_t)/2^shift,   y = Σ_t (P_t·c_t)·s_t,   check_t = (c_t·c_t)·s_t·s_t
+      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·s_t,   y = P·concat(z),   check_t = z_t·z_t
 The public values are y (m) and the 3·L checks. An honest prover gives s_t = 1/‖c_t‖, so every
-check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes v = zscore(y). Then y is
-P·zscore(M)/√(k²), up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
+check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes v = zscore(y). Then z_t is
+zscore(M_t)/k, up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
 z-scored terms (Zeng et al., 2024), and the terms stay private. (ezkl 23.0.5's Sqrt/Reciprocal
-on these scales failed its constraints in every variant measured, hence a checked private 1/σ.)
+on these scales failed its constraints in every variant measured, hence a checked private 1/σ;
+multiplying by s_t before squaring keeps every product inside the range checks.)
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def build_encoder_onnx(shape: CircuitShape) -> onnx.ModelProto:
     M = g.reshape("terms", (T, kk))
     scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
     c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
-    y = g.einsum("mt,t->m", g.einsum("mti,ti->mt", g.fconst(P), c), "inv_sigma")
-    check = g.op("Mul", [g.op("Mul", [g.einsum("ti,ti->t", c, c), "inv_sigma"]), "inv_sigma"])
+    z = g.einsum("ti,t->ti", c, "inv_sigma")
+    y = g.einsum("mti,ti->m", g.fconst(P), z)
+    check = g.einsum("ti,ti->t", z, z)
     g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
     return _model(g, s.encoder_input_specs(), ENCODER_OUTPUT, s.m + T, "zkfp_encoder", s.version)
 

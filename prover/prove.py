@@ -65,7 +65,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
 
     from circuits import pipeline
     from circuits import srs as srs_mod
-    from circuits.finish import CHECK_TOL, inverse_sigmas, v_from_public, v_from_terms
+    from circuits.finish import CHECK_TOL, inverse_sigmas, term_scale_problem, v_from_public, v_from_terms
     from circuits.graph import reference_terms
     from circuits.inputs import Release, release_inputs, shape_of
     from circuits.projection import load_projection
@@ -112,6 +112,9 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
             (work / "terms.input.json").write_text(pipeline.input_json(inputs))
             terms = _witness(work, "terms", circuits["terms"], keys["terms"], info)
             term_felts = terms["outputs"][0]
+            problem = term_scale_problem(term_felts, shape)
+            if problem:
+                raise ZkfpError(problem)
             inv = inverse_sigmas(term_felts, shape)
             (work / "encoder.input.json").write_text(json.dumps({"input_data": [term_felts, inv.tolist()]}))
             encoder = _witness(work, "encoder", circuits["encoder"], keys["encoder"], info)
