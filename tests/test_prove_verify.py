@@ -99,6 +99,9 @@ def test_commit_prints_the_bundles_digest(bundle, release):
     m = json.loads((bundle / "manifest.json").read_text())
     srs = next(p for p in dev_path(0).parent.glob("dev-k*.srs"))
     assert commit_release(release, srs) == m["commitment_digest"]
+    cli = subprocess.run([sys.executable, "-m", "zkfp.cli", "commit", str(release), "--srs", str(srs)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert cli.returncode == 0 and cli.stdout.strip() == m["commitment_digest"], cli.stderr
 
 
 def test_bundle_declaring_another_spec_is_refused(copy):
@@ -447,3 +450,26 @@ def test_demo_runs_the_whole_flow(tmp_path):
     assert run(str(tmp_path / "demo")) == 0
     for name in ("fingerprints.png", "bundle/manifest.json", "bundle/fingerprint.png", "release/manifest.json"):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_bf16_release_proves_and_verifies(bundle, tmp_path):
+    """Most real checkpoints ship bf16: the embedded model in bf16 is protected, proved (the same
+    shape, so the session's keys are reused) and verified, without and with its release."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import taylor
+    from prover import prove
+    from zkfp.zoo import embedded
+
+    src = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(embedded.path(), dtype=torch.bfloat16).save_pretrained(src)
+    for side in embedded.path().iterdir():
+        if side.is_file() and not side.name.endswith((".safetensors", ".json")) or side.name.startswith("tokenizer"):
+            shutil.copyfile(side, src / side.name)
+    rel = Path(taylor.protect(src, tmp_path / "release"))
+    assert "BF16" in json.loads((rel / "manifest.json").read_text())["dtypes"]["source_weights"]
+    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
+    assert _verify(out).ok
+    res = _verify(out, rel)
+    assert res.ok, res.reasons
