@@ -50,7 +50,6 @@ Memory: one order at a time plus W_d (fp64) and row-block temporaries, so a 7B b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
@@ -284,49 +283,17 @@ def check_guard_radius(activation: str, anchor: np.ndarray, guard_radius: np.nda
 
 
 def _streamed_coeffs(rel, key: str) -> tuple[OrderSource, int]:
-    """Read `key` one order at a time straight from its safetensors file, with the checks of
-    circuits.inputs.read_tensor (header, dtype, offsets, truncation) and Release.get (shape)."""
-    from circuits.inputs import _RAW_DTYPES, read_header, to_float32
-
-    info = rel.tensors.get(key)
-    if info is None:
-        raise ReleaseError(f"tensor {key!r} is not in the release")
-    fname = info["file"]
-    if "/" in fname or "\\" in fname or fname.startswith("."):
-        raise ReleaseError(f"release lists a file name that is not a plain name: {fname!r}")
-    path = rel.path / fname
-    header, data_start = read_header(path)
-    entry = header.get(key)
-    if not isinstance(entry, dict):
-        raise ReleaseError(f"tensor {key} is not in {fname}")
-    try:
-        dtype, shape = str(entry["dtype"]), tuple(int(x) for x in entry["shape"])
-        begin, end = (int(x) for x in entry["data_offsets"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ReleaseError(f"{fname} has a malformed header entry for {key}: {exc}") from None
-    raw_dtype = _RAW_DTYPES.get(dtype)
-    if raw_dtype is None:
-        raise ReleaseError(f"tensor {key} has dtype {dtype}; floating-point tensors ({', '.join(_RAW_DTYPES)}) only")
-    if shape != tuple(info["shape"]) or len(shape) != 3 or min(shape) < 0:
-        raise ReleaseError(f"tensor {key} has shape {shape}, manifest says {info['shape']}")
-    per_order = shape[1] * shape[2]
-    if not 0 <= begin <= end or end - begin != shape[0] * per_order * raw_dtype.itemsize:
-        raise ReleaseError(f"{fname} has inconsistent offsets for tensor {key}")
+    """Read `key` one order at a time straight from its safetensors file (circuits.inputs checks
+    its header, dtype, offsets, manifest shape and truncation)."""
+    stored = rel.locate(key)
+    if len(stored.shape) != 3:
+        raise ReleaseError(f"tensor {key} has shape {stored.shape}, expected (orders, hidden, neurons)")
+    per_order = stored.shape[1] * stored.shape[2]
 
     def get(n: int) -> np.ndarray:
-        raw = np.empty(per_order, dtype=raw_dtype)
-        try:
-            with open(path, "rb") as f:
-                if data_start + end > os.fstat(f.fileno()).st_size:
-                    raise ReleaseError(f"{fname} is truncated (tensor {key})")
-                f.seek(data_start + begin + n * raw.nbytes)
-                if f.readinto(raw.view(np.uint8)) != raw.nbytes:
-                    raise ReleaseError(f"{fname} is truncated (tensor {key})")
-        except OSError as exc:
-            raise ReleaseError(f"cannot read order {n} of tensor {key} from {fname}: {exc}") from None
-        return to_float32(raw, dtype).reshape(shape[1], shape[2])
+        return stored.read(n * per_order, per_order).reshape(stored.shape[1], stored.shape[2])
 
-    return get, shape[0]
+    return get, stored.shape[0]
 
 
 def check_taylor_consistency(rel, layers: Sequence[int], orders: Sequence[int] = DEFAULT_ORDERS,

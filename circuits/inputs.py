@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,39 @@ def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     return raw.astype(np.float32, copy=False)
 
 
-def read_tensor(path: Path, header: dict, data_start: int, name: str) -> np.ndarray:
-    """One tensor of a safetensors file as float32, reading only its own bytes."""
+@dataclass(frozen=True)
+class StoredTensor:
+    """Where one tensor's bytes lie in a safetensors file, checked against its header."""
+
+    path: Path
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int            # absolute offset of its first byte
+    raw: np.dtype         # how its elements are stored
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def read(self, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Elements [first, first + count) in storage order as float32 (flat), reading only them."""
+        count = self.size - first if count is None else count
+        raw = np.empty(count, dtype=self.raw)
+        try:
+            with open(self.path, "rb") as f:
+                if self.start + self.size * self.raw.itemsize > os.fstat(f.fileno()).st_size:
+                    raise ReleaseError(f"{self.path.name} is truncated (tensor {self.name})")
+                f.seek(self.start + first * self.raw.itemsize)
+                if f.readinto(raw.view(np.uint8)) != raw.nbytes:
+                    raise ReleaseError(f"{self.path.name} is truncated (tensor {self.name})")
+        except OSError as exc:
+            raise ReleaseError(f"cannot read tensor {self.name} from {self.path.name}: {exc}") from None
+        return to_float32(raw, self.dtype)
+
+
+def locate(path: Path, header: dict, data_start: int, name: str) -> StoredTensor:
+    """The checked location of tensor `name` (dtype readable, offsets consistent with its shape)."""
     entry = header.get(name)
     if not isinstance(entry, dict):
         raise ReleaseError(f"tensor {name} is not in {path.name}")
@@ -71,17 +103,13 @@ def read_tensor(path: Path, header: dict, data_start: int, name: str) -> np.ndar
     count = int(np.prod(shape, dtype=np.int64))
     if min(shape, default=0) < 0 or not 0 <= begin <= end or end - begin != count * raw_dtype.itemsize:
         raise ReleaseError(f"{path.name} has inconsistent offsets for tensor {name}")
-    try:
-        with open(path, "rb") as f:
-            if data_start + end > os.fstat(f.fileno()).st_size:
-                raise ReleaseError(f"{path.name} is truncated (tensor {name})")
-            raw = np.empty(count, dtype=raw_dtype)
-            f.seek(data_start + begin)
-            if f.readinto(raw.view(np.uint8)) != raw.nbytes:
-                raise ReleaseError(f"{path.name} is truncated (tensor {name})")
-    except OSError as exc:
-        raise ReleaseError(f"cannot read tensor {name} from {path.name}: {exc}") from None
-    return to_float32(raw, dtype).reshape(shape)
+    return StoredTensor(path, name, dtype, shape, data_start + begin, raw_dtype)
+
+
+def read_tensor(path: Path, header: dict, data_start: int, name: str) -> np.ndarray:
+    """One tensor of a safetensors file as float32, reading only its own bytes."""
+    t = locate(path, header, data_start, name)
+    return t.read().reshape(t.shape)
 
 
 class Release:
@@ -125,8 +153,8 @@ class Release:
             return self.prefix + name
         return self.prefix + self.arch.family.layer.format(i=layer) + name
 
-    def get(self, name: str) -> np.ndarray:
-        """A tensor as float32 (F32, F16, BF16 exactly; F64 rounded; other dtypes refused)."""
+    def locate(self, name: str) -> StoredTensor:
+        """Where tensor `name` lies, its file named by the manifest and its shape the manifest's."""
         info = self.tensors.get(name)
         if info is None:
             raise ReleaseError(f"tensor {name!r} is not in the release")
@@ -135,10 +163,15 @@ class Release:
             raise ReleaseError(f"release lists a file name that is not a plain name: {fname!r}")
         if fname not in self._headers:
             self._headers[fname] = read_header(self.path / fname)
-        arr = read_tensor(self.path / fname, *self._headers[fname], name)
-        if tuple(arr.shape) != tuple(info["shape"]):
-            raise ReleaseError(f"tensor {name} has shape {arr.shape}, manifest says {info['shape']}")
-        return arr
+        t = locate(self.path / fname, *self._headers[fname], name)
+        if t.shape != tuple(info["shape"]):
+            raise ReleaseError(f"tensor {name} has shape {t.shape}, manifest says {info['shape']}")
+        return t
+
+    def get(self, name: str) -> np.ndarray:
+        """A tensor as float32 (F32, F16, BF16 exactly; F64 rounded; other dtypes refused)."""
+        t = self.locate(name)
+        return t.read().reshape(t.shape)
 
     def mlp(self, layer: int, name: str) -> np.ndarray:
         return self.get(f"taylor.layers.{layer}.{name}")
