@@ -118,8 +118,8 @@ def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[fl
     checks["v"] = "ok"
     _check_image(b)
     checks["png"] = "ok"
-    statement = (f"v is the fingerprint, by spec circuit {shape.key()}, of the {b.family} model whose commitment "
-                 f"digest is {b.commitment_digest} (SRS {info.sha256[:16]}…, {info.kind})")
+    statement = (f"v is the fingerprint, by spec circuit {shape.key()}, of the model whose commitment digest is "
+                 f"{b.commitment_digest} (SRS {info.sha256[:16]}…, {info.kind})")
     return list(b.v), statement
 
 
