@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_outside_home(tmp_path_factory):
+    """Keys, circuits and dev SRS files go to a temporary folder, never the user's home (child
+    processes inherit it)."""
+    saved = os.environ.get("ZKFP_CACHE")
+    os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("ZKFP_CACHE", None)
+    else:
+        os.environ["ZKFP_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")
