@@ -51,11 +51,11 @@ class _Graph:
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
 
-    def const(self, values) -> str:
+    def const(self, values, dtype=np.int64) -> str:
         self.n += 1
         out = f"/Constant_{self.n}"
         self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(
-            np.asarray(values, dtype=np.int64), name=out)))
+            np.asarray(values, dtype=dtype), name=out)))
         return out
 
     def einsum(self, equation: str, *inputs: str) -> str:
@@ -65,11 +65,7 @@ class _Graph:
         return self.op("Reshape", [x, self.const(shape)], allowzero=0)
 
     def fconst(self, values) -> str:
-        self.n += 1
-        out = f"/Constant_{self.n}"
-        self.nodes.append(helper.make_node("Constant", [], [out], value=numpy_helper.from_array(
-            np.asarray(values, dtype=np.float32), name=out)))
-        return out
+        return self.const(values, np.float32)
 
 
 def _model(g: _Graph, inputs: list[tuple[str, tuple[int, ...]]], output: str, n_out: int,
