@@ -22,7 +22,9 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -183,6 +185,25 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(canonical_settings(settings), sort_keys=True).encode()).hexdigest()
 
 
+@contextmanager
+def _ezkl_quiet():
+    """ezkl prints scale advice ("High scale values (>20) may impact performance") from Rust
+    straight to the process's stdout/stderr when it reads these settings; keep it out of ours."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, devnull):
+            os.close(fd)
+
+
 def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, part: str, logrows: int) -> dict:
     """ezkl settings for one part at `logrows`, from the shape alone (no data): the circuits have
     no lookups, so nothing in them depends on the weights. Written in canonical order so the
@@ -192,7 +213,8 @@ def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, part: str, l
     ra = run_args(shape, part)
     ra.logrows = logrows
     ra.lookup_range = (0, 0)
-    ezkl.gen_settings(str(onnx_path), str(out), py_run_args=ra)
+    with _ezkl_quiet():
+        ezkl.gen_settings(str(onnx_path), str(out), py_run_args=ra)
     s = canonical_settings(json.loads(out.read_text()))
     out.write_text(json.dumps(s))
     return s
@@ -247,7 +269,8 @@ def build(shape: CircuitShape, part: str, logrows: int | None = None) -> Circuit
         c = Circuit(shape, part, tmp)
         onnx.save(BUILDERS[part](shape), str(c.onnx))
         write_settings(c.onnx, c.settings, shape, part, logrows)
-        ezkl.compile_circuit(str(c.onnx), str(c.compiled), str(c.settings))
+        with _ezkl_quiet():
+            ezkl.compile_circuit(str(c.onnx), str(c.compiled), str(c.settings))
         (tmp / "shape.json").write_text(json.dumps(shape.to_json(), indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
