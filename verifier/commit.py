@@ -3,7 +3,6 @@ release's commitment digest, which anyone holding a release compares with a publ
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
