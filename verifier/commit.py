@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The BN254 scalar field modulus (ezkl's field).
-BN254_R = 0x30644E72E131A029B85045B68181585D2833E84879B9709143E1F593F0000001
+from circuits.finish import BN254_R
 
 
 def quantise(values: np.ndarray, scale: int) -> list[str]:
