@@ -1,7 +1,7 @@
 """Regenerate the fingerprint.png assets drawn by an *older* Pillow (used by test_render_versions.py).
 
-    pip install --target /tmp/oldpil 'pillow==10.0.1'
-    PYTHONPATH=/tmp/oldpil:. python tests/assets/make_render_assets.py   # old Pillow
+    OLD=$(mktemp -d) && pip install --target "$OLD" 'pillow==10.0.1'
+    PYTHONPATH="$OLD":. python tests/assets/make_render_assets.py        # old Pillow
     python tests/assets/make_render_assets.py                            # installed Pillow
 
 Writes render_seed<seed>_pillow<version>.png and adds them to render_assets.json (each v, the
