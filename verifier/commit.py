@@ -35,6 +35,12 @@ def _compressed(x: str, y: str) -> str:
     return raw.hex()
 
 
+def release_commitments(shape, inputs, circuit, vk: Path, srs: Path) -> tuple[tuple[str, list], ...]:
+    """(input name, commitment) of every release tensor the terms circuit reads, in its order."""
+    return tuple((name, commit(arr, shape.input_scale, vk, circuit.settings, srs))
+                 for (name, _), arr in zip(shape.input_specs(), inputs))
+
+
 def commit_release(release_dir: str | Path, srs: str | Path) -> str:
     """The commitment digest of a release under the spec's circuit and this SRS (the terms
     circuit's key is derived once per shape and SRS, cached)."""
@@ -51,6 +57,4 @@ def commit_release(release_dir: str | Path, srs: str | Path) -> str:
     info = srs_mod.srs_file(srs, logrows)
     circuit = pipeline.build(shape, "terms", logrows)
     keys = pipeline.keys(circuit, info)
-    commitments = tuple((name, commit(arr, shape.input_scale, keys.vk, circuit.settings, info.path))
-                        for (name, _), arr in zip(shape.input_specs(), inputs))
-    return commitment_digest(commitments)
+    return commitment_digest(release_commitments(shape, inputs, circuit, keys.vk, info.path))

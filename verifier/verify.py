@@ -89,9 +89,9 @@ def verify_bundle(bundle_dir, release_dir=None, srs=None, allow_dev_srs: bool = 
             b = read_bundle(bundle_dir)
         except ZkfpError as exc:
             raise _Unusable(str(exc)) from None
-        v, statement = _verify(b, srs, allow_dev_srs, checks, say)
+        v, statement, (shape, info, derived) = _verify(b, srs, allow_dev_srs, checks, say)
         if release_dir is not None:
-            _verify_release(b, Path(release_dir), srs, checks)
+            _verify_release(b, Path(release_dir), shape, info, *derived["terms"], checks)
             statement += f"; the release in {release_dir} is that model (its tensors commit to the digest)"
         return VerifyResult(ok=True, status="valid", v=v, statement=statement,
                             commitment_digest=b.commitment_digest, checks=checks)
@@ -101,7 +101,9 @@ def verify_bundle(bundle_dir, release_dir=None, srs=None, allow_dev_srs: bool = 
         return VerifyResult(ok=False, status="unusable", reasons=[str(exc)], checks=checks)
 
 
-def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[float], str]:
+def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[float], str, tuple]:
+    """The checks without the release; returns v, the statement, and (shape, SRS, derived
+    circuits and keys) for the checks against a release."""
     import ezkl
 
     if b.ezkl_version != ezkl.__version__:
@@ -120,7 +122,7 @@ def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[fl
     checks["png"] = "ok"
     statement = (f"v is the fingerprint, by spec circuit {shape.key()}, of the model whose commitment digest is "
                  f"{b.commitment_digest} (SRS {info.sha256[:16]}…, {info.kind})")
-    return list(b.v), statement
+    return list(b.v), statement, (shape, info, derived)
 
 
 # -- without the release ---------------------------------------------------------------------
@@ -321,10 +323,10 @@ def _check_image(b: Bundle) -> None:
 
 # -- against a release -----------------------------------------------------------------------
 
-def _verify_release(b: Bundle, release: Path, srs, checks: dict) -> None:
+def _verify_release(b: Bundle, release: Path, shape, info, terms_circuit, terms_vk: Path, checks: dict) -> None:
     from circuits.consistency import check_taylor_consistency
     from circuits.inputs import Release, last_layers, release_inputs, shape_of
-    from circuits.spec import CircuitShape
+    from verifier.commit import release_commitments
 
     if not release.is_dir():
         raise _Unusable(f"release folder not found: {release}")
@@ -336,7 +338,6 @@ def _verify_release(b: Bundle, release: Path, srs, checks: dict) -> None:
         if sha256_file(release / name) != b.release_files[name]:
             raise _Invalid(f"release file {name} differs from the one the proof was made for (sha256)")
     checks["release_hashes"] = "ok"
-    shape = CircuitShape.from_json(b.shape_json)
     try:
         rel = Release(release)
         mine = shape_of(rel, shape.k, len(shape.layers), shape.m)
@@ -349,15 +350,9 @@ def _verify_release(b: Bundle, release: Path, srs, checks: dict) -> None:
     except ZkfpError as exc:
         raise _Invalid(f"release refused: {exc}") from None
     checks["consistency"] = "ok"
-    from circuits import pipeline
-    from verifier.commit import commit
-
-    info = _srs(b, srs, True, {})
-    circuit = pipeline.build(shape, "terms", b.logrows)
-    keys = pipeline.keys(circuit, info)
-    listed = dict(b.proofs[0].inputs)
-    for (name, _), arr in zip(shape.input_specs(), inputs):
-        if canonical(commit(arr, shape.input_scale, keys.vk, circuit.settings, info.path)) != canonical(listed[name]):
+    ours = release_commitments(shape, inputs, terms_circuit, terms_vk, info.path)
+    for (name, points), (_, listed) in zip(ours, b.proofs[0].inputs):
+        if canonical(points) != canonical(listed):
             raise _Invalid(f"the release's {name} does not commit to the bundle's commitment: the proof was "
                            "not made from this release")
     checks["commitments_match"] = True
