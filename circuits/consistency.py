@@ -56,11 +56,9 @@ from typing import NamedTuple
 import numpy as np
 
 from circuits.spec import DEFAULT_ORDERS
+from taylor.jets import GUARD_ORDER, GUARD_SCALE
 from zkfp.errors import ReleaseError
 
-# Mirrors of taylor.conversion.GUARD_ORDER / GUARD_SCALE (that module imports torch).
-GUARD_ORDER = 2
-GUARD_SCALE = 0.75
 RTOL = 1e-4          # relative residual allowed per order and neuron (see the module docstring)
 GUARD_RTOL = 1e-5    # relative difference allowed between a stored and a recomputed guard radius
 _U32 = 2.0 ** -24    # unit roundoff of float32

@@ -156,6 +156,15 @@ class CircuitShape:
         and the prover's private 1/σ per term, which the circuit checks."""
         return [("terms", (self.n_terms() * self.k * self.k,)), ("inv_sigma", (self.n_terms(),))]
 
+    def committed_io(self, part: str) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+        """The committed inputs and outputs of one circuit part, (name, shape) in its order; an
+        output and an input of the same name are one tensor under one commitment (the link)."""
+        if part == "terms":
+            return {"inputs": self.input_specs(), "outputs": [("terms", (self.n_terms() * self.k * self.k,))]}
+        if part == "encoder":
+            return {"inputs": self.encoder_input_specs(), "outputs": []}
+        raise ValueError(f"unknown circuit part {part!r}")
+
     def weight_elements(self) -> int:
         """Elements of release tensors the circuit reads (the public per-neuron weights excluded)."""
         n = 0

@@ -146,7 +146,6 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                                 f"{MIN_COSINE}): the circuit's fixed-point scales do not suit this model")
 
             bar.step("writing bundle")
-            names = {"terms": [n for n, _ in shape.input_specs()], "encoder": [n for n, _ in shape.encoder_input_specs()]}
             with atomic_output_dir(out_dir, force=force) as tmp:
                 entries = []
                 for part, witness in (("terms", terms), ("encoder", encoder)):
@@ -154,11 +153,12 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                     shutil.copyfile(work / f"{part}.proof.json", tmp / files["proof"])
                     shutil.copyfile(keys[part].vk, tmp / files["vk"])
                     shutil.copyfile(circuits[part].settings, tmp / files["settings"])
-                    outputs = witness["processed_outputs"]["polycommit"] if part == "terms" else []
+                    io = shape.committed_io(part)
+                    outputs = (witness["processed_outputs"] or {}).get("polycommit") or []
                     entries.append(bundle_format.ProofEntry(
                         name=part, **files,
-                        inputs=tuple(zip(names[part], witness["processed_inputs"]["polycommit"])),
-                        outputs=tuple(zip(["terms"], outputs)),
+                        inputs=tuple(zip([n for n, _ in io["inputs"]], witness["processed_inputs"]["polycommit"])),
+                        outputs=tuple(zip([n for n, _ in io["outputs"]], outputs)),
                         sha256={f: sha256_file(tmp / f) for f in files.values()}))
                 render.save_png(list(map(float, v)), tmp / bundle_format.PNG)
                 bundle_format.write_manifest(

@@ -29,8 +29,6 @@ from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TER
 
 DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70
-GUARD_ORDER = 2          # beyond the guard radius only orders ≤ 2 are evaluated
-GUARD_SCALE = 0.75       # guard radius = 0.75 × the series' radius of convergence at the anchor
 CALIB_SEQ_LEN = 128
 CALIB_MAX_TOKENS = 16384
 BUILTIN_SENTENCES = 600
@@ -273,7 +271,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             for n in range(n_terms + 1):
                 theta[n] = (down_s * torch.from_numpy(coeff[n])).float()
             del down_s
-            radius = GUARD_SCALE * jets.convergence_radius(arch.activation, t)
+            radius = jets.GUARD_SCALE * jets.convergence_radius(arch.activation, t)
             mlp = {"in_weight": w_in.weight[s_idx], "anchor": torch.from_numpy(z0).float(), "coeffs": theta,
                    "guard_radius": torch.from_numpy(radius).float(),
                    "exact_in_weight": w_in.weight[f_idx], "exact_down_weight": w_down.weight[:, f_idx]}
@@ -303,7 +301,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             "activation": arch.activation,
             "n_terms": n_terms,
             "expanded_fraction": fraction,
-            "guard": {"order": GUARD_ORDER, "radius_scale": GUARD_SCALE,
+            "guard": {"order": jets.GUARD_ORDER, "radius_scale": jets.GUARD_SCALE,
                       "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
             "calibration": {"source": calib.source, "tokens": calib.tokens,
                             "anchor": "midpoint of per-neuron min/max", "selection": "smallest ranges expanded"},

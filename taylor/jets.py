@@ -13,6 +13,9 @@ import math
 
 import numpy as np
 
+GUARD_ORDER = 2          # beyond the guard radius only orders ≤ 2 are evaluated
+GUARD_SCALE = 0.75       # guard radius = 0.75 × the series' radius of convergence at the anchor
+
 ACTIVATIONS = ("silu", "gelu", "gelu_tanh")
 
 

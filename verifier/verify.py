@@ -220,7 +220,7 @@ def _derive_keys(b: Bundle, shape, info, checks: dict, say) -> dict:
 def _witness_with(p, circuit, instances: list, ezkl_version: str) -> dict:
     """A witness carrying only the listed commitments (ezkl's swap reads nothing else of it)."""
     zero = "00" * 32
-    specs = _io_specs(circuit)
+    specs = circuit.shape.committed_io(circuit.part)
     return {
         "inputs": [[zero] * int(np.prod(dims)) for _, dims in specs["inputs"]],
         "pretty_elements": None,
@@ -235,14 +235,6 @@ def _witness_with(p, circuit, instances: list, ezkl_version: str) -> dict:
     }
 
 
-def _io_specs(circuit) -> dict:
-    """Committed inputs and outputs of a circuit part, (name, shape) in the circuit's order."""
-    s = circuit.shape
-    if circuit.part == "terms":
-        return {"inputs": s.input_specs(), "outputs": [("terms", (s.n_terms() * s.k * s.k,))]}
-    return {"inputs": s.encoder_input_specs(), "outputs": []}
-
-
 def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
     """The proof holds exactly the listed commitments and verifies; returns its public values."""
     import ezkl
@@ -255,7 +247,7 @@ def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
         raise _Unusable(str(exc)) from None
     except (TypeError, KeyError, IndexError, AssertionError):
         raise _Unusable(f"{p.proof} is malformed") from None
-    specs = _io_specs(circuit)
+    specs = circuit.shape.committed_io(circuit.part)
     if [n for n, _ in p.inputs] != [n for n, _ in specs["inputs"]] or \
             [n for n, _ in p.outputs] != [n for n, _ in specs["outputs"]]:
         raise _Invalid(f"proof {p.name} lists commitments for other tensors than its circuit's")
