@@ -39,6 +39,13 @@ def bundle(release, tmp_path_factory):
     return Path(prove(release, tmp_path_factory.mktemp("b") / "bundle", dev_srs=True, progress=False))
 
 
+@pytest.fixture(scope="session")
+def other_bundle(other_release, tmp_path_factory):
+    from prover import prove
+
+    return Path(prove(other_release, tmp_path_factory.mktemp("b2") / "bundle", dev_srs=True, progress=False))
+
+
 @pytest.fixture
 def copy(bundle, tmp_path):
     out = tmp_path / "bundle"
@@ -128,6 +135,35 @@ def test_commitments_swapped_between_inputs(copy):
     _edit_manifest(copy, swap)
     _edit_manifest(copy, lambda m: m.update(commitment_digest=commitment_digest(read_bundle(copy).proofs[0].inputs)))
     _refused(_verify(copy), words=("does not hold the commitments",))
+
+
+def test_commitments_swapped_between_two_bundles(copy, other_bundle):
+    """Model B's tensor commitments (and B's digest) listed for model A's proof: A's proof does not hold them."""
+    theirs = json.loads((other_bundle / "manifest.json").read_text())
+
+    def swap(m):
+        m["proofs"][0]["inputs"] = theirs["proofs"][0]["inputs"]
+        m["commitment_digest"] = theirs["commitment_digest"]
+    _edit_manifest(copy, swap)
+    _refused(_verify(copy), words=("proof terms does not hold the commitments",))
+
+
+def test_encoder_proof_from_another_bundle(copy, other_bundle):
+    """Each proof valid on its own, but the encoder's came from model B: the link refuses it."""
+    from zkfp.files import sha256_file
+
+    theirs = json.loads((other_bundle / "manifest.json").read_text())
+    shutil.copyfile(other_bundle / "encoder.proof.json", copy / "encoder.proof.json")
+    shutil.copyfile(other_bundle / "fingerprint.png", copy / "fingerprint.png")
+
+    def take(m):
+        ours = m["proofs"][1]["sha256"]["encoder.settings.json"]  # B's shape differs; the encoder circuit does not
+        m["proofs"][1] = theirs["proofs"][1]
+        m["proofs"][1]["sha256"]["encoder.settings.json"] = ours
+        m["v"] = theirs["v"]
+        m["png"]["sha256"] = sha256_file(copy / "fingerprint.png")
+    _edit_manifest(copy, take)
+    _refused(_verify(copy), words=("read terms under different commitments",))
 
 
 def test_link_between_the_proofs_altered(copy):
