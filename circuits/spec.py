@@ -42,7 +42,7 @@ ENC_DECOMP_LEGS = 8
 ENC_INNER_COLS = 4       # 2 columns needed 2^18 rows, which would force both circuits to 2^18
 TERM_SHIFT = 24          # terms are divided by 2^24 (exact) before anything multiplies them
 # Terms whose standard deviation lies in this window encode exactly enough. Measured with
-# `ezkl.mock` of the encoder on the embedded model's terms rescaled to std 1.37·2^e: every check
+# `ezkl.mock` of the encoder on the embedded model's terms rescaled to std 1.37·2^e (benchmarks/encoder_window.py): every check
 # within 2.6e-4 of 1 and |v − float v| ≤ 2.7e-3 from 2^-28 to 2^12 (≤ 6.4e-4 from 2^-26). The
 # shift places the window: (scale, shift) = (30, 20) held [2^-32, 2^8] (the constraints fail at
 # 2^10), (30, 28) [2^-24, 2^12]. Five-step benchmark models have terms near 2^-22, trained tiny
