@@ -1,4 +1,4 @@
-"""Compare two fingerprints: HuRef's 100 × cosine similarity and a calibrated verdict.
+"""Compare two fingerprints: HuRef's 100 × cosine similarity and a calibrated verdict. numpy only.
 
 Similarity is taken on the invariant vectors when both files carry them, on v otherwise.
 Thresholds come from the zoo benchmark (`benchmarks/fingerprint_zoo.py`, see the
@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 
-from fingerprint import invariants as inv
-from fingerprint.extract import Fingerprint
+from fingerprint.fpjson import Fingerprint
 from zkfp.errors import FingerprintError
 
 # Calibrated on the zoo (benchmarks/fingerprint_zoo.py, spec tokens, 121 related / 285 unrelated
@@ -25,6 +24,7 @@ THRESHOLDS = {
     "invariants": {"related": 75.0, "unrelated": 50.0, "null_mean": 16.2, "null_sd": 15.2},
     "v": {"related": 85.0, "unrelated": 45.0, "null_mean": 2.3, "null_sd": 24.1},
 }
+SPEC_KEYS = ("version", "k", "layers", "m", "encoder")  # what two comparable fingerprints share
 
 
 def implied_fpr(threshold: float, mean: float, sd: float) -> float:
@@ -32,30 +32,57 @@ def implied_fpr(threshold: float, mean: float, sd: float) -> float:
     return 0.5 * math.erfc((threshold - mean) / (sd * math.sqrt(2)))
 
 
+def similarities(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """100 × cosine of each row of `rows` with `x` (HuRef's ICS scale), in float64."""
+    rows, x = np.atleast_2d(np.asarray(rows)), np.asarray(x, dtype=np.float64).reshape(-1)
+    dots = rows @ x.astype(rows.dtype)
+    norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(x)
+    return 100.0 * dots.astype(np.float64) / np.maximum(norms.astype(np.float64), 1e-300)
+
+
+def verdicts(sim: np.ndarray, basis: str) -> list[str]:
+    """same-lineage / inconclusive / unrelated for similarities on `basis` ("invariants" or "v")."""
+    t = THRESHOLDS[basis]
+    return ["same-lineage" if s >= t["related"] else "unrelated" if s <= t["unrelated"] else "inconclusive"
+            for s in np.atleast_1d(sim)]
+
+
+def null_z(sim: np.ndarray, basis: str) -> np.ndarray:
+    """Standard deviations above the unrelated pairs' mean: one scale for invariant and v scores."""
+    t = THRESHOLDS[basis]
+    return (np.asarray(sim, dtype=np.float64) - t["null_mean"]) / t["null_sd"]
+
+
+def spec_mismatch(a: dict, b: dict) -> str | None:
+    """Why fingerprints under specs `a` and `b` cannot be compared, or None."""
+    if a.get("version") != b.get("version"):
+        return (f"fingerprints use different spec versions ({a.get('version')} vs {b.get('version')}); "
+                "recompute both with the same zkfp")
+    for key in SPEC_KEYS[1:]:
+        if a.get(key) != b.get(key):
+            return f"fingerprints differ in spec.{key} ({a.get(key)} vs {b.get(key)})"
+    return None
+
+
 def check_compatible(a: Fingerprint, b: Fingerprint) -> None:
-    if a.spec.get("version") != b.spec.get("version"):
-        raise FingerprintError(f"fingerprints use different spec versions ({a.spec.get('version')} vs "
-                               f"{b.spec.get('version')}); recompute both with the same zkfp")
-    for key in ("k", "layers", "m", "encoder"):
-        if a.spec.get(key) != b.spec.get(key):
-            raise FingerprintError(f"fingerprints differ in spec.{key} ({a.spec.get(key)} vs {b.spec.get(key)})")
+    reason = spec_mismatch(a.spec, b.spec)
+    if reason:
+        raise FingerprintError(reason)
     if list(a.token_ids) != list(b.token_ids):
-        raise FingerprintError("fingerprints were computed on different token lists; recompute one with the "
-                               "other's ids (zkfp fingerprint MODEL --tokens-from OTHER.json)")
+        raise FingerprintError("fingerprints were computed on different token lists; compare a model folder "
+                               "(zkfp compare PUBLISHED MODEL_DIR fingerprints it on PUBLISHED's tokens)")
 
 
 def compare(a: Fingerprint, b: Fingerprint) -> dict:
     check_compatible(a, b)
+    v_sim = float(similarities(np.asarray(a.v, dtype=np.float64), np.asarray(b.v, dtype=np.float64))[0])
     if a.invariants is not None and b.invariants is not None:
-        basis, x, y = "invariants", a.invariant_tensor(), b.invariant_tensor()
+        basis = "invariants"
+        sim = float(similarities(np.asarray(a.invariants, dtype=np.float64), np.asarray(b.invariants))[0])
     else:
-        basis, x, y = "v", torch.tensor(a.v, dtype=torch.float64), torch.tensor(b.v, dtype=torch.float64)
-    sim = inv.ics(x, y)
+        basis, sim = "v", v_sim
     t = THRESHOLDS[basis]
-    verdict = "same-lineage" if sim >= t["related"] else "unrelated" if sim <= t["unrelated"] else "inconclusive"
-    v_sim = sim if basis == "v" else inv.ics(torch.tensor(a.v, dtype=torch.float64),
-                                             torch.tensor(b.v, dtype=torch.float64))
-    return {"similarity": round(sim, 4), "verdict": verdict, "basis": basis,
+    return {"similarity": round(sim, 4), "verdict": verdicts(sim, basis)[0], "basis": basis,
             "v_similarity": round(v_sim, 4),
             "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
             "false_positive_rate": implied_fpr(t["related"], t["null_mean"], t["null_sd"]),

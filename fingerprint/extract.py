@@ -7,37 +7,17 @@ the size of the model.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from fingerprint import invariants as inv
 from fingerprint import spec
+from fingerprint.fpjson import Fingerprint, load, save  # noqa: F401 - FP.json lives in fpjson (torch-free)
 from zkfp.errors import CheckpointError, FingerprintError
 
 DTYPE = torch.float32
-
-
-@dataclass
-class Fingerprint:
-    spec: dict
-    token_ids: list[int]
-    v: list[float]
-    invariants: list[float] | None = None  # z-scored flat invariant vector (local use)
-    model: dict = field(default_factory=dict)
-
-    def invariant_tensor(self) -> torch.Tensor | None:
-        return None if self.invariants is None else torch.tensor(self.invariants, dtype=torch.float64)
-
-    def to_json(self, with_invariants: bool = True) -> dict:
-        out = {"format": "zkfp-fingerprint", "spec": self.spec, "token_ids": self.token_ids, "v": self.v,
-               "model": self.model}
-        if with_invariants and self.invariants is not None:
-            out["invariants"] = self.invariants
-        return out
 
 
 # -- sources: a transformers checkpoint or a Taylor release ----------------------------------
@@ -190,65 +170,6 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
                "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads},
     )
     return (fp, terms) if with_terms else fp
-
-
-# -- FP.json -------------------------------------------------------------------------------------
-def save(fp: Fingerprint, path: str | os.PathLike, with_invariants: bool = True) -> None:
-    import json
-
-    Path(path).write_text(json.dumps(fp.to_json(with_invariants)) + "\n")
-
-
-def load(path: str | os.PathLike) -> Fingerprint:
-    """Read and validate FP.json, or the proven v of a proof bundle folder (check the bundle with
-    `zkfp verify` first: loading it trusts its manifest). Any malformed, truncated or inconsistent
-    file is a FingerprintError."""
-    from zkfp.errors import ZkfpError
-    from zkfp.files import read_json
-
-    try:
-        if Path(path).is_dir():
-            data = _bundle_fingerprint(path)
-        else:
-            data = read_json(path, "fingerprint file")
-    except FingerprintError:
-        raise
-    except ZkfpError as exc:
-        raise FingerprintError(str(exc)) from None
-    where = f"fingerprint file {path}"
-    if not isinstance(data, dict) or data.get("format") != "zkfp-fingerprint":
-        raise FingerprintError(f"{where} is not a zkfp fingerprint (missing format tag)")
-    s = data.get("spec")
-    if not isinstance(s, dict) or not isinstance(s.get("version"), str):
-        raise FingerprintError(f"{where} has no spec version")
-    for key in ("k", "layers", "m"):
-        if not isinstance(s.get(key), int) or s[key] <= 0:
-            raise FingerprintError(f"{where}: spec.{key} is missing or invalid")
-    ids, v = data.get("token_ids"), data.get("v")
-    if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids) or len(ids) != s["k"]:
-        raise FingerprintError(f"{where}: token_ids must be {s['k']} non-negative integers")
-    if not _finite_list(v, s["m"]):
-        raise FingerprintError(f"{where}: v must be {s['m']} finite numbers")
-    invs = data.get("invariants")
-    if invs is not None and not _finite_list(invs, len(spec.TERMS) * s["layers"] * s["k"] ** 2):
-        raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
-    model = data.get("model") if isinstance(data.get("model"), dict) else {}
-    return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
-                       invariants=None if invs is None else [float(x) for x in invs], model=model)
-
-
-def _bundle_fingerprint(path) -> dict:
-    from verifier.bundle import read_bundle
-
-    b = read_bundle(path)
-    return {"format": "zkfp-fingerprint", "spec": spec.spec_dict(), "token_ids": list(b.token_ids), "v": list(b.v),
-            "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
-                      "release_files": b.release_files}}
-
-
-def _finite_list(x, n: int) -> bool:
-    return (isinstance(x, list) and len(x) == n
-            and all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in x))
 
 
 def huref_vector(path: str | os.PathLike, token_ids: list[int], layers: int = spec.N_LAYERS) -> torch.Tensor:

@@ -23,3 +23,7 @@ class FingerprintError(ZkfpError):
 
 class BundleError(ZkfpError):
     """A proof bundle that is unusable (missing or malformed files)."""
+
+
+class RegistryError(ZkfpError):
+    """A fingerprint registry that cannot be used, or an entry it refuses."""

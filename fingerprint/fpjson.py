@@ -1,0 +1,105 @@
+"""FP.json: the fingerprint record, writing it and reading it back. Torch-free (the standard
+library only), so comparing two published fingerprints never loads the model stack."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fingerprint import spec
+from zkfp.errors import FingerprintError, ZkfpError
+from zkfp.files import read_json
+
+FORMAT = "zkfp-fingerprint"
+
+
+@dataclass
+class Fingerprint:
+    spec: dict
+    token_ids: list[int]
+    v: list[float]
+    invariants: list[float] | None = None  # z-scored flat invariant vector (local use)
+    model: dict = field(default_factory=dict)
+
+    def invariant_tensor(self):
+        """The invariants as a float64 torch tensor (None when the file left them out)."""
+        import torch
+
+        return None if self.invariants is None else torch.tensor(self.invariants, dtype=torch.float64)
+
+    def to_json(self, with_invariants: bool = True) -> dict:
+        out = {"format": FORMAT, "spec": self.spec, "token_ids": self.token_ids, "v": self.v, "model": self.model}
+        if with_invariants and self.invariants is not None:
+            out["invariants"] = self.invariants
+        return out
+
+
+def save(fp: Fingerprint, path: str | os.PathLike, with_invariants: bool = True) -> None:
+    Path(path).write_text(json.dumps(fp.to_json(with_invariants)) + "\n")
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """A folder whose manifest.json says it is a proof bundle (not a model or a release)."""
+    manifest = Path(path) / "manifest.json"
+    if not manifest.is_file():
+        return False
+    try:
+        return json.loads(manifest.read_text()).get("format") == "zkfp-proof-bundle"
+    except (ValueError, OSError, AttributeError):
+        return False
+
+
+def load(path: str | os.PathLike) -> Fingerprint:
+    """Read and validate FP.json, or the proven v of a proof bundle folder (check the bundle with
+    `zkfp verify` first: loading it trusts its manifest). Any malformed, truncated or inconsistent
+    file is a FingerprintError."""
+    try:
+        data = bundle_fingerprint_json(path) if Path(path).is_dir() else read_json(path, "fingerprint file")
+    except FingerprintError:
+        raise
+    except ZkfpError as exc:
+        raise FingerprintError(str(exc)) from None
+    return from_json(data, f"fingerprint file {path}")
+
+
+def from_json(data, where: str) -> Fingerprint:
+    """Validate a parsed FP.json object (`where` names it in error messages)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise FingerprintError(f"{where} is not a zkfp fingerprint (missing format tag)")
+    s = data.get("spec")
+    if not isinstance(s, dict) or not isinstance(s.get("version"), str):
+        raise FingerprintError(f"{where} has no spec version")
+    for key in ("k", "layers", "m"):
+        if not isinstance(s.get(key), int) or s[key] <= 0:
+            raise FingerprintError(f"{where}: spec.{key} is missing or invalid")
+    ids, v = data.get("token_ids"), data.get("v")
+    if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids) or len(ids) != s["k"]:
+        raise FingerprintError(f"{where}: token_ids must be {s['k']} non-negative integers")
+    if not _finite_list(v, s["m"]):
+        raise FingerprintError(f"{where}: v must be {s['m']} finite numbers")
+    invs = data.get("invariants")
+    if invs is not None and not _finite_list(invs, len(spec.TERMS) * s["layers"] * s["k"] ** 2):
+        raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
+                       invariants=None if invs is None else [float(x) for x in invs], model=model)
+
+
+def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
+    """A proof bundle's fingerprint as an FP.json object (its manifest's v, or the `v` a verifier
+    established)."""
+    from verifier.bundle import read_bundle
+
+    b = read_bundle(path)
+    return {"format": FORMAT, "spec": spec.spec_dict(), "token_ids": list(b.token_ids),
+            "v": list(b.v if v is None else v),
+            "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
+                      "release_files": b.release_files}}
+
+
+def _finite_list(x, n: int) -> bool:
+    return (isinstance(x, list) and len(x) == n
+            and all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) for e in x))
