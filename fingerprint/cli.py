@@ -16,11 +16,42 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave the invariant terms out of FP.json (they reveal more about the weights than v)")
     p.set_defaults(handler=_fingerprint)
 
-    c = sub.add_parser("compare", help="compare two fingerprints (similarity on the 100×cosine scale + verdict)")
-    c.add_argument("a", help="FP.json, or a proof bundle folder (its proven v; run zkfp verify on it first)")
-    c.add_argument("b", help="FP.json or a proof bundle folder")
+    c = sub.add_parser("compare", help="compare a suspect with a published fingerprint (similarity on the "
+                                       "100×cosine scale + verdict)")
+    c.add_argument("published", help="FP.json, or a proof bundle folder (its proven v; run zkfp verify on it first)")
+    c.add_argument("suspect", help="model folder or Taylor release (fingerprinted on PUBLISHED's token ids), "
+                   "FP.json or proof bundle folder")
     c.add_argument("--json", action="store_true", help="print a JSON object")
     c.set_defaults(handler=_compare)
+
+    r = sub.add_parser("registry", help="a local registry of published fingerprints (for zkfp identify)")
+    rsub = r.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
+    add = rsub.add_parser("add", help="register a proof bundle (verified first: proven) or an FP.json (unproven)")
+    add.add_argument("path", metavar="BUNDLE_OR_FP_JSON")
+    add.add_argument("--name", help="entry name (default: the bundle folder's name or the file's stem)")
+    add.add_argument("--srs", metavar="FILE", help="the SRS the bundle's proof was made under")
+    add.add_argument("--allow-dev-srs", action="store_true", help="accept a proof made with an insecure dev SRS")
+    lst = rsub.add_parser("list", help="list the registered fingerprints")
+    rem = rsub.add_parser("remove", help="remove an entry")
+    rem.add_argument("name")
+    for q in (add, lst, rem):
+        _registry_option(q)
+    lst.add_argument("--json", action="store_true", help="print a JSON list")
+    r.set_defaults(handler=_registry)
+
+    i = sub.add_parser("identify", help="rank every registered fingerprint by similarity with a suspect")
+    i.add_argument("suspect", help="model folder or Taylor release (fingerprinted on each registered token "
+                   "list), FP.json or proof bundle folder")
+    _registry_option(i)
+    i.add_argument("--json", action="store_true", help="print a JSON object")
+    i.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report")
+    i.add_argument("--top", type=int, default=10, help="matches to print (default 10; --json lists all)")
+    i.set_defaults(handler=_identify)
+
+
+def _registry_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--registry", metavar="PATH", help="registry file (default: $ZKFP_REGISTRY, else "
+                   "$XDG_DATA_HOME/zkfp/registry.sqlite or ~/.local/share/zkfp/registry.sqlite)")
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
@@ -42,14 +73,83 @@ def _fingerprint(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     import json
 
-    from fingerprint import extract as E
+    from fingerprint import fpjson
     from fingerprint.compare import compare
+    from fingerprint.identify import is_model_folder, suspect_fingerprint
 
-    result = compare(E.load(args.a), E.load(args.b))
+    published = fpjson.load(args.published)
+    result = compare(published, suspect_fingerprint(args.suspect, published.token_ids))
+    result["suspect_fingerprinted"] = is_model_folder(args.suspect)
     if args.json:
         print(json.dumps(result))
     else:
+        if result["suspect_fingerprinted"]:
+            print(f"fingerprinted {args.suspect} on the published fingerprint's {len(published.token_ids)} token ids")
         print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}): {result['verdict']}")
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fingerprint.registry import Registry, add_file, default_path
+
+    path = Path(args.registry) if args.registry else default_path()
+    if args.registry_command == "add":
+        with Registry(path) as reg:
+            e = add_file(reg, args.path, args.name, srs=args.srs, allow_dev_srs=args.allow_dev_srs)
+        how = f"proven (commitment digest {e.commitment_digest})" if e.proven else "unproven (a plain FP.json)"
+        print(f"added {e.name!r}: {how}, to {path}")
+    elif args.registry_command == "remove":
+        with Registry(path) as reg:
+            reg.remove(args.name)
+        print(f"removed {args.name!r} from {path}")
+    elif not path.exists():
+        print("[]" if args.json else f"no registry at {path} yet (zkfp registry add BUNDLE_OR_FP_JSON)")
+    else:
+        with Registry(path, create=False) as reg:
+            entries = reg.entries()
+        if args.json:
+            print(json.dumps([{"name": e.name, "proven": e.proven, "commitment_digest": e.commitment_digest,
+                               "srs_kind": e.srs_kind, "spec": e.spec.get("version"), "source": e.source,
+                               "family": e.model.get("family")} for e in entries]))
+        for e in [] if args.json else entries:
+            proof = f"proven ({e.srs_kind} SRS, commitment {e.commitment_digest[:16]}…)" if e.proven else "unproven"
+            print(f"{e.name}\t{proof}\t{e.spec.get('version')}\t{e.source}")
+        if not args.json:
+            print(f"{len(entries)} fingerprint(s) in {path}")
+    return 0
+
+
+def _identify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from fingerprint.identify import identify
+    from fingerprint.registry import Registry
+
+    with Registry(args.registry, create=False) as reg:
+        ident = identify(args.suspect, reg)
+    if args.html:
+        from fingerprint.report import html_report
+
+        Path(args.html).write_text(html_report(ident), encoding="utf-8")
+    if args.json:
+        print(json.dumps(ident.to_json()))
+        return 0
+    how = "fingerprinted on each registered token list" if ident.fingerprinted else "as published"
+    print(f"suspect {args.suspect} ({how}); {len(ident.matches)} registered fingerprint(s), best first:")
+    for rank, m in enumerate(ident.matches[: args.top], start=1):
+        proof = "proven" + (" (dev SRS)" if m.srs_kind == "dev" else "") if m.proven else "unproven"
+        if m.similarity is None:
+            print(f"{rank:>4}  {'-':>7}  {'':<10}  not comparable ({m.reason})  {proof}  {m.name}")
+        else:
+            print(f"{rank:>4}  {m.similarity:7.2f}  {m.basis:<10}  {m.verdict:<12}  {proof:<16}  {m.name}")
+    if len(ident.matches) > args.top:
+        print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
+    if args.html:
+        print(f"wrote {args.html}")
     return 0

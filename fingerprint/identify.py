@@ -1,0 +1,145 @@
+"""Which registered fingerprint is a suspect derived from? Rank every registry entry.
+
+The suspect is an FP.json or a proof bundle (compared as it is), or a model or Taylor release
+folder, which is fingerprinted on each registered token list: entries are grouped by (spec,
+token ids) and the suspect is fingerprinted once per group, so each entry is compared on the
+rows it was published with (vocabulary extensions included). A group under another spec version
+than this zkfp computes, or whose token ids the suspect's vocabulary lacks, is listed as not
+comparable with the reason.
+
+Within a group the similarities are one matrix product (`fingerprint.compare.similarities`),
+on the invariants where both sides carry them, on v otherwise, each with its calibrated
+verdict. Entries are ranked by `compare.null_z` — standard deviations above the zoo's unrelated
+pairs — which puts invariant and v scores on one scale; within one basis that is the order of
+the similarity.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fingerprint import compare as C
+from fingerprint import fpjson
+from fingerprint.fpjson import Fingerprint
+from fingerprint.registry import Group, Registry
+from zkfp.errors import FingerprintError, RegistryError
+
+
+@dataclass
+class Match:
+    name: str
+    proven: bool
+    srs_kind: str | None
+    commitment_digest: str | None
+    v: np.ndarray                       # the registered v (for the report's image)
+    similarity: float | None = None     # None: not comparable (see `reason`)
+    basis: str | None = None
+    verdict: str | None = None
+    z: float = float("-inf")
+    suspect_key: int | None = None      # which of the suspect's fingerprints it was compared with
+    reason: str | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "similarity": None if self.similarity is None else round(self.similarity, 4),
+                "basis": self.basis, "verdict": self.verdict, "proven": self.proven, "srs_kind": self.srs_kind,
+                "commitment_digest": self.commitment_digest, "reason": self.reason}
+
+
+@dataclass
+class Identification:
+    suspect: str
+    fingerprinted: bool                                  # the suspect is a model/release folder
+    suspect_fps: list[Fingerprint] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)   # best first; not comparable last
+
+    def to_json(self) -> dict:
+        return {"suspect": self.suspect, "fingerprinted": self.fingerprinted,
+                "token_lists": len(self.suspect_fps), "matches": [m.to_json() for m in self.matches]}
+
+
+def is_model_folder(path: str | os.PathLike) -> bool:
+    """A folder that is not a proof bundle: a transformers checkpoint or a Taylor release."""
+    return Path(path).is_dir() and not fpjson.is_bundle(path)
+
+
+def suspect_fingerprint(path: str | os.PathLike, token_ids: list[int] | None = None) -> Fingerprint:
+    """An FP.json or bundle as it is; a model or release folder fingerprinted on `token_ids`."""
+    if not is_model_folder(path):
+        return fpjson.load(path)
+    from fingerprint.extract import extract
+
+    return extract(path, token_ids=token_ids)
+
+
+def identify(suspect: str | os.PathLike, registry: Registry) -> Identification:
+    groups = registry.groups()
+    if not groups:
+        raise RegistryError(f"the registry {registry.path} is empty: add published fingerprints first "
+                            "(zkfp registry add BUNDLE_OR_FP_JSON)")
+    out = Identification(suspect=str(suspect), fingerprinted=is_model_folder(suspect))
+    suspect_fps, reasons, failed = _suspect_per_group(suspect, groups, out.fingerprinted)
+    if failed and all(fp is None for fp in suspect_fps):
+        raise failed[0]  # the suspect could not be fingerprinted for any group: say why once
+    for group, fp, reason in zip(groups, suspect_fps, reasons):
+        if fp is None:
+            out.matches += [_not_comparable(e, group, g, reason) for g, e in enumerate(group.entries)]
+            continue
+        out.suspect_fps.append(fp)
+        out.matches += _rank_group(group, fp, len(out.suspect_fps) - 1)
+    out.matches.sort(key=lambda m: (m.similarity is None, -m.z, m.name))
+    return out
+
+
+def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
+    """The suspect's fingerprint for each group (None where it cannot be compared), the reason for
+    each None, and the errors fingerprinting the suspect raised."""
+    from fingerprint import spec
+
+    fps, reasons, failed = [], [], []
+    fixed = None if fingerprinted else suspect_fingerprint(suspect)
+    for group in groups:
+        ours = fixed.spec if fixed is not None else spec.spec_dict(k=len(group.token_ids))
+        reason = C.spec_mismatch(group.spec, ours)
+        if reason is None and fixed is not None and list(fixed.token_ids) != list(group.token_ids):
+            reason = "registered on other token ids; pass the suspect's model folder to fingerprint it on them"
+        fp = None
+        if reason is None:
+            try:
+                fp = fixed if fixed is not None else suspect_fingerprint(suspect, list(group.token_ids))
+            except FingerprintError as exc:
+                reason = str(exc)
+                failed.append(exc)
+        fps.append(fp)
+        reasons.append(reason)
+    return fps, reasons, failed
+
+
+def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
+    n = len(group.entries)
+    sim = C.similarities(group.v, np.asarray(fp.v))
+    basis = np.array(["v"] * n, dtype=object)
+    if fp.invariants is not None and group.invariants is not None:
+        rows = group.has_invariants
+        sim[rows] = C.similarities(group.invariants[rows], np.asarray(fp.invariants))
+        basis[rows] = "invariants"
+    out = []
+    for b in ("invariants", "v"):
+        idx = np.flatnonzero(basis == b)
+        if not len(idx):
+            continue
+        verdicts, z = C.verdicts(sim[idx], b), C.null_z(sim[idx], b)
+        for j, i in enumerate(idx):
+            e = group.entries[i]
+            out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,
+                             commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
+                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key))
+    return out
+
+
+def _not_comparable(e, group: Group, row: int, reason: str) -> Match:
+    return Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind, commitment_digest=e.commitment_digest,
+                 v=group.v[row], reason=reason)

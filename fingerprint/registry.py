@@ -1,0 +1,274 @@
+"""A local registry of published fingerprints: one SQLite file (standard-library sqlite3).
+
+Each entry is a fingerprint under a unique name: its spec, token ids, v and (for a plain FP.json
+that carries them) the invariants, as float32 blobs so that `identify` ranks thousands of them
+with one matrix product. An entry is *proven* when it was admitted from a proof bundle that
+verified (`verifier.verify_bundle`); it then records the bundle's commitment digest and the kind
+of SRS the proof was checked under. A plain FP.json is stored as unproven.
+
+The same fingerprint (same spec, token ids and v) is admitted once: adding it again is refused
+with the name it is registered under, and nothing changes. Writers take SQLite's write lock at
+the start of each transaction (BEGIN IMMEDIATE) and wait for it (busy timeout), so processes
+adding at once neither lose nor corrupt an entry.
+
+The schema version is SQLite's `user_version`; a `meta` table tags the file as a zkfp registry.
+A file that is not one, or one written by a newer schema, is refused, never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fingerprint.compare import SPEC_KEYS
+from fingerprint.fpjson import Fingerprint
+from zkfp.errors import RegistryError
+
+FORMAT = "zkfp-registry"
+SCHEMA_VERSION = 1
+ENV = "ZKFP_REGISTRY"
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE fingerprints (
+    name TEXT PRIMARY KEY,
+    digest TEXT NOT NULL UNIQUE,          -- sha256 of (spec, token ids, v): the fingerprint's identity
+    spec TEXT NOT NULL,                   -- JSON
+    token_ids TEXT NOT NULL,              -- JSON list
+    v BLOB NOT NULL,                      -- float32
+    invariants BLOB,                      -- float32, NULL when the file had none (bundles never do)
+    proven INTEGER NOT NULL,
+    commitment_digest TEXT,
+    srs_kind TEXT,
+    model TEXT NOT NULL,                  -- JSON: what the file said about the model
+    source TEXT NOT NULL,                 -- the file or bundle it was added from
+    added_at REAL NOT NULL
+);
+CREATE INDEX fingerprints_by_tokens ON fingerprints (token_ids);
+"""
+
+
+def default_path() -> Path:
+    """$ZKFP_REGISTRY, else registry.sqlite in the user's data directory (XDG)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "zkfp" / "registry.sqlite"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    digest: str
+    spec: dict
+    token_ids: tuple[int, ...]
+    proven: bool
+    commitment_digest: str | None
+    srs_kind: str | None
+    model: dict
+    source: str
+    added_at: float
+
+
+@dataclass(frozen=True)
+class Group:
+    """Entries that can be compared with one suspect fingerprint: same spec, same token ids."""
+    spec: dict
+    token_ids: tuple[int, ...]
+    entries: list[Entry]
+    v: np.ndarray                  # (n, m) float32
+    invariants: np.ndarray | None  # (n, len) float32 for the entries that carry them
+    has_invariants: np.ndarray     # (n,) bool: which rows of `invariants` are real
+
+
+def fingerprint_digest(fp: Fingerprint) -> str:
+    """Identity of a fingerprint: its spec, its token ids and v (as stored, float32)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({k: fp.spec.get(k) for k in SPEC_KEYS}, sort_keys=True).encode())
+    h.update(json.dumps([int(t) for t in fp.token_ids]).encode())
+    h.update(np.asarray(fp.v, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+class Registry:
+    """An open registry file. `create=False` opens read-only and refuses a missing file."""
+
+    def __init__(self, path: str | os.PathLike | None = None, create: bool = True):
+        self.path = Path(path) if path is not None else default_path()
+        if self.path.exists() and not self.path.is_file():
+            raise RegistryError(f"registry path is not a file: {self.path}")
+        if not create and not self.path.is_file():
+            raise RegistryError(f"no registry at {self.path} (add a fingerprint first: zkfp registry add FILE)")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        else:
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            self._check_or_create(create)
+        except BaseException:
+            self._db.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------------
+    def _check_or_create(self, create: bool) -> None:
+        try:
+            version, tables = self._schema_state()
+            if version == 0 and not tables and create:
+                with self._write():
+                    version, tables = self._schema_state()  # another process may have created it meanwhile
+                    if version == 0 and not tables:
+                        for statement in _SCHEMA.split(";")[:-1]:  # not executescript: it would COMMIT
+                            self._db.execute(statement)
+                        self._db.execute("INSERT INTO meta VALUES ('format', ?), ('created_by', 'zkfp')", (FORMAT,))
+                        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                version, tables = self._schema_state()
+        except sqlite3.DatabaseError as exc:
+            raise RegistryError(f"{self.path} is not a zkfp registry ({exc})") from None
+        if version > SCHEMA_VERSION:
+            raise RegistryError(f"registry {self.path} was written by a newer zkfp (schema {version}; this zkfp "
+                                f"reads schema {SCHEMA_VERSION}): upgrade zkfp to use it")
+        if "meta" not in tables or self._format() != FORMAT or version < 1:
+            raise RegistryError(f"{self.path} is not a zkfp registry (an SQLite file without the zkfp registry tag)")
+
+    def _schema_state(self) -> tuple[int, set[str]]:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return version, tables
+
+    def _format(self) -> str | None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        return row[0] if row else None
+
+    def _write(self):
+        """A write transaction that holds the lock from its start (BEGIN IMMEDIATE)."""
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- changing ------------------------------------------------------------------------------
+    def add(self, fp: Fingerprint, name: str, *, source: str, proven: bool = False,
+            commitment_digest: str | None = None, srs_kind: str | None = None) -> Entry:
+        """Store `fp` under `name`; refuse a taken name or a fingerprint already registered."""
+        if not name or name != name.strip():
+            raise RegistryError(f"invalid entry name {name!r}")
+        digest = fingerprint_digest(fp)
+        v = np.asarray(fp.v, dtype="<f4").tobytes()
+        invs = None if fp.invariants is None else np.asarray(fp.invariants, dtype="<f4").tobytes()
+        row = (name, digest, json.dumps(fp.spec, sort_keys=True), json.dumps([int(t) for t in fp.token_ids]), v,
+               invs, int(proven), commitment_digest, srs_kind, json.dumps(fp.model, sort_keys=True), source,
+               time.time())
+        with self._write():
+            same = self._db.execute("SELECT name FROM fingerprints WHERE digest = ?", (digest,)).fetchone()
+            if same:
+                raise RegistryError(f"this fingerprint is already registered as {same[0]!r}; nothing added")
+            if self._db.execute("SELECT 1 FROM fingerprints WHERE name = ?", (name,)).fetchone():
+                raise RegistryError(f"the name {name!r} is taken in {self.path}; choose another with --name")
+            self._db.execute("INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        return self.get(name)
+
+    def remove(self, name: str) -> None:
+        with self._write():
+            if self._db.execute("DELETE FROM fingerprints WHERE name = ?", (name,)).rowcount == 0:
+                raise RegistryError(f"no entry named {name!r} in {self.path}")
+
+    # -- reading -------------------------------------------------------------------------------
+    _ENTRY_COLUMNS = "name, digest, spec, token_ids, proven, commitment_digest, srs_kind, model, source, added_at"
+
+    def entries(self) -> list[Entry]:
+        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM fingerprints ORDER BY added_at, name")
+        return [_entry(r) for r in rows]
+
+    def get(self, name: str) -> Entry:
+        row = self._db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM fingerprints WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise RegistryError(f"no entry named {name!r} in {self.path}")
+        return _entry(row)
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT count(*) FROM fingerprints").fetchone()[0]
+
+    def groups(self) -> list[Group]:
+        """Every entry with its vectors, grouped by (spec, token ids): one matrix per group."""
+        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS}, v, invariants FROM fingerprints "
+                                "ORDER BY token_ids, spec, name")
+        by_key: dict[tuple[str, str], list] = {}
+        for r in rows:
+            by_key.setdefault((r[3], r[2]), []).append(r)
+        return [_group(members) for members in by_key.values()]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, *_):
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _entry(r) -> Entry:
+    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added = r[:10]
+    return Entry(name=name, digest=digest, spec=json.loads(spec), token_ids=tuple(json.loads(ids)),
+                 proven=bool(proven), commitment_digest=commitment, srs_kind=srs_kind, model=json.loads(model),
+                 source=source, added_at=added)
+
+
+def _group(rows: list) -> Group:
+    entries = [_entry(r) for r in rows]
+    m = len(rows[0][10]) // 4
+    v = np.frombuffer(b"".join(r[10] for r in rows), dtype="<f4").reshape(len(rows), m)
+    has = np.array([r[11] is not None for r in rows])
+    invariants = None
+    if has.any():
+        n = len(next(r[11] for r in rows if r[11] is not None)) // 4
+        blank = bytes(4 * n)
+        invariants = np.frombuffer(b"".join(r[11] if r[11] is not None else blank for r in rows),
+                                   dtype="<f4").reshape(len(rows), n)
+    return Group(spec=entries[0].spec, token_ids=entries[0].token_ids, entries=entries, v=v,
+                 invariants=invariants, has_invariants=has)
+
+
+def add_file(registry: Registry, path: str | os.PathLike, name: str | None = None, *, srs=None,
+             allow_dev_srs: bool = False) -> Entry:
+    """Add a proof bundle (verified first; refused, and nothing stored, unless it is valid) or an
+    FP.json (stored as unproven). The name defaults to the bundle folder's or the file's stem."""
+    from fingerprint import fpjson
+
+    path = Path(path)
+    name = name or (path.name if path.is_dir() else path.stem)
+    if fpjson.is_bundle(path):
+        from verifier.verify import verify_bundle
+
+        res = verify_bundle(path, srs=srs, allow_dev_srs=allow_dev_srs)
+        if not res.ok:
+            raise RegistryError(f"bundle {path} did not verify ({res.status}: {'; '.join(res.reasons)}); "
+                                "nothing added")
+        fp = fpjson.from_json(fpjson.bundle_fingerprint_json(path, v=res.v), f"bundle {path}")
+        return registry.add(fp, name, source=str(path), proven=True, commitment_digest=res.commitment_digest,
+                            srs_kind=res.checks.get("srs", {}).get("kind"))
+    if path.is_dir():
+        raise RegistryError(f"{path} is a folder but not a proof bundle: register a bundle or an FP.json "
+                            "(fingerprint a model with zkfp fingerprint MODEL --out FP.json)")
+    return registry.add(fpjson.load(path), name, source=str(path))
