@@ -2,8 +2,9 @@
 
 numpy only (no torch): the prover and the verifier both call `release_inputs`, so the
 verifier quantises and commits exactly the tensors the prover fed the circuit. A release keeps
-its source's dtype for the tensors it stores in clear, and numpy has no bfloat16, so tensors
-are read from the safetensors layout directly (`read_tensor`) and widened to float32 exactly.
+its source's dtype for the tensors it stores in clear; the one reader of safetensors folders
+(zkfp.safetensors_folder: safetensors' numpy API, bfloat16 from ml_dtypes) widens them to
+float32 exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import numpy as np
 
 from circuits.spec import DEFAULT_ORDERS, CircuitShape, LayerShape
 from zkfp.errors import ReleaseError
+from zkfp.safetensors_folder import FLOAT_DTYPES, SafetensorsFolder, plain_file_name
+from zkfp.safetensors_folder import to_float32 as _widen
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
@@ -28,8 +31,9 @@ _RAW_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "BF16": np.dtype(
 
 
 def read_header(path: Path) -> tuple[dict, int]:
-    """A safetensors file's header (tensor name -> {dtype, shape, data_offsets}) and where its
-    data section starts: an 8-byte little-endian header length, then that many bytes of JSON."""
+    """A safetensors file's raw header (tensor name -> {dtype, shape, data_offsets}) and where its
+    data section starts. Reading goes through the safetensors library, which exposes no byte
+    offsets; this serves the callers that address bytes (StoredTensor.start)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -48,11 +52,12 @@ def read_header(path: Path) -> tuple[dict, int]:
 
 
 def to_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Tensor values as `_RAW_DTYPES[dtype]` reads them, as float32. Exact for F32, F16 and BF16
-    (a bfloat16's bits are the top 16 bits of the float32 of the same value); F64 is rounded."""
-    if dtype == "BF16":
+    """Tensor values of safetensors dtype `dtype` as float32: exact for F32, F16 and BF16 (given
+    as ml_dtypes.bfloat16, or as the raw uint16 bits, the top half of the float32 of the same
+    value); F64 is rounded."""
+    if dtype == "BF16" and raw.dtype == np.uint16:
         return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=False)
+    return _widen(raw)
 
 
 @dataclass(frozen=True)
@@ -71,19 +76,10 @@ class StoredTensor:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def read(self, first: int = 0, count: int | None = None) -> np.ndarray:
-        """Elements [first, first + count) in storage order as float32 (flat), reading only them."""
-        count = self.size - first if count is None else count
-        raw = np.empty(count, dtype=self.raw)
-        try:
-            with open(self.path, "rb") as f:
-                if self.start + self.size * self.raw.itemsize > os.fstat(f.fileno()).st_size:
-                    raise ReleaseError(f"{self.path.name} is truncated (tensor {self.name})")
-                f.seek(self.start + first * self.raw.itemsize)
-                if f.readinto(raw.view(np.uint8)) != raw.nbytes:
-                    raise ReleaseError(f"{self.path.name} is truncated (tensor {self.name})")
-        except OSError as exc:
-            raise ReleaseError(f"cannot read tensor {self.name} from {self.path.name}: {exc}") from None
-        return to_float32(raw, self.dtype)
+        """Elements [first, first + count) in storage order as float32 (flat), reading only them
+        (through safetensors, which also refuses a truncated file)."""
+        folder = SafetensorsFolder(self.path.parent, {self.name: self.path.name}, error=ReleaseError)
+        return _widen(folder.flat(self.name, first, count))
 
 
 def locate(path: Path, header: dict, data_start: int, name: str) -> StoredTensor:
@@ -133,6 +129,7 @@ class Release:
             self.n_terms = int(self.manifest["n_terms"])
             self.activation = str(self.manifest["activation"])
             self.layout = dict(self.manifest["mlp_layout"])
+            weight_map = {name: info["file"] for name, info in self.tensors.items()}
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ReleaseError(f"release manifest is malformed: {exc}") from None
         self.arch = detect(self.config, CAUSAL_FAMILIES)
@@ -145,6 +142,7 @@ class Release:
         self.prefix = next((p for p in fam.base_prefixes if p + fam.embed in self.tensors), None)
         if self.prefix is None:
             raise ReleaseError("release has no embedding tensor")
+        self.folder = SafetensorsFolder(self.path, weight_map, error=ReleaseError)
         self._headers: dict[str, tuple[dict, int]] = {}  # file name -> (header, data start)
 
     # -- tensors --------------------------------------------------------------------------
@@ -153,25 +151,32 @@ class Release:
             return self.prefix + name
         return self.prefix + self.arch.family.layer.format(i=layer) + name
 
-    def locate(self, name: str) -> StoredTensor:
-        """Where tensor `name` lies, its file named by the manifest and its shape the manifest's."""
+    def _checked(self, name: str) -> tuple[int, ...]:
+        """Tensor `name`'s shape, the manifest's and its file's alike; its dtype a float."""
         info = self.tensors.get(name)
         if info is None:
             raise ReleaseError(f"tensor {name!r} is not in the release")
-        fname = info["file"]
-        if "/" in fname or "\\" in fname or fname.startswith("."):
-            raise ReleaseError(f"release lists a file name that is not a plain name: {fname!r}")
+        shape = self.folder.shape(name)
+        if shape != tuple(info["shape"]):
+            raise ReleaseError(f"tensor {name} has shape {shape}, manifest says {info['shape']}")
+        dtype = self.folder.dtype(name)
+        if dtype not in FLOAT_DTYPES:
+            raise ReleaseError(f"tensor {name} has dtype {dtype}; the circuit reads floating-point tensors "
+                               f"({', '.join(FLOAT_DTYPES)}) only")
+        return shape
+
+    def locate(self, name: str) -> StoredTensor:
+        """Where tensor `name` lies, its file named by the manifest and its shape the manifest's."""
+        self._checked(name)
+        fname = plain_file_name(self.tensors[name]["file"], ReleaseError, "release")
         if fname not in self._headers:
             self._headers[fname] = read_header(self.path / fname)
-        t = locate(self.path / fname, *self._headers[fname], name)
-        if t.shape != tuple(info["shape"]):
-            raise ReleaseError(f"tensor {name} has shape {t.shape}, manifest says {info['shape']}")
-        return t
+        return locate(self.path / fname, *self._headers[fname], name)
 
     def get(self, name: str) -> np.ndarray:
         """A tensor as float32 (F32, F16, BF16 exactly; F64 rounded; other dtypes refused)."""
-        t = self.locate(name)
-        return t.read().reshape(t.shape)
+        shape = self._checked(name)
+        return _widen(self.folder.raw(name)).reshape(shape)
 
     def mlp(self, layer: int, name: str) -> np.ndarray:
         return self.get(f"taylor.layers.{layer}.{name}")

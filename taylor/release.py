@@ -36,8 +36,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from zkfp.architectures import CAUSAL_FAMILIES, Architecture, detect
+from zkfp.checkpoint import TorchTensors
 from zkfp.errors import ReleaseError, ZkfpError
 from zkfp.files import read_json, sha256_file
+from zkfp.safetensors_folder import SafetensorsFolder, plain_file_name
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +90,7 @@ def release_arch(config: dict) -> Architecture:
     return detect(config, CAUSAL_FAMILIES)
 
 
-class ReleaseReader:
+class ReleaseReader(TorchTensors):
     """Validated, lazy read access to a release folder.
 
     Opening checks the manifest (format and version), that the folder holds exactly the files
@@ -96,9 +98,10 @@ class ReleaseReader:
     safetensors file holds exactly the tensors the manifest and the architecture require, with
     the required shapes. Any failure raises ReleaseError naming the file or tensor.
 
-    Tensors are read on demand (`get`), so a caller that needs a few keeps only those in memory.
-    Like zkfp.checkpoint.Checkpoint it offers `config`, `names`, `in`, `get`, `shape`, so
-    zkfp.architectures.ModelReader can read the non-MLP tensors of a release by role.
+    Tensors are read on demand (`get`, `get_rows`; zkfp.safetensors_folder), so a caller that needs
+    a few keeps only those in memory. Like zkfp.checkpoint.Checkpoint it offers `config`, `names`,
+    `in`, `get`, `shape`, so zkfp.architectures.ModelReader can read the non-MLP tensors of a
+    release by role.
     """
 
     def __init__(self, path: str | os.PathLike, verify: bool = True):
@@ -123,24 +126,24 @@ class ReleaseReader:
             self._layers: list[dict] = list(m["layers"])
             self._files: dict[str, dict] = dict(m["files"])
             self._tensors: dict[str, dict] = dict(m["tensors"])
+            weight_map = {name: info["file"] for name, info in self._tensors.items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ReleaseError(f"release manifest is missing or has a malformed field: {exc}") from None
         self.arch = release_arch(self.config)
         if not 1 <= self.n_terms <= MAX_TERMS:
             raise ReleaseError(f"release n_terms {self.n_terms} is outside 1..{MAX_TERMS}")
         self._check_files(verify)
+        self.tensors = SafetensorsFolder(self.path, weight_map, error=ReleaseError)
         try:
             self._check_tensors()
         except (KeyError, TypeError, ValueError) as exc:
             raise ReleaseError(f"release manifest is missing or has a malformed field: {exc}") from None
-        self._handles: dict[str, object] = {}
 
     # -- validation ----------------------------------------------------------------------
     def _check_files(self, verify: bool) -> None:
         present = {p.name for p in self.path.iterdir() if p.name != MANIFEST}
         for name in self._files:
-            if "/" in name or "\\" in name or name.startswith("."):
-                raise ReleaseError(f"manifest lists a file name that is not a plain name: {name!r}")
+            plain_file_name(name, ReleaseError, "manifest")
         missing = sorted(set(self._files) - present)
         if missing:
             raise ReleaseError(f"release file missing: {missing[0]}")
@@ -150,11 +153,10 @@ class ReleaseReader:
         if verify:
             for name, info in sorted(self._files.items()):
                 if sha256_file(self.path / name) != info.get("sha256"):
-                    raise ReleaseError(f"sha256 mismatch for {name}: the file was changed after release")
+                    raise ReleaseError(f"sha256 mismatch for {name}: the file is not the one this release's "
+                                       "manifest recorded (changed, or taken from another release)")
 
     def _check_tensors(self) -> None:
-        from safetensors import SafetensorError, safe_open
-
         d = self.arch.dims
         expected = dict(self._tensors)  # manifest: name -> {file, shape, dtype}; MLP shapes recomputed below
         layout = MlpLayout(**self.manifest["mlp_layout"])
@@ -179,12 +181,7 @@ class ReleaseReader:
         for file_name in self._files:
             if not file_name.endswith(".safetensors"):
                 continue
-            try:
-                with safe_open(self.path / file_name, framework="pt") as handle:
-                    actual = {k: (tuple(handle.get_slice(k).get_shape()), handle.get_slice(k).get_dtype())
-                              for k in handle.keys()}
-            except (SafetensorError, OSError) as exc:
-                raise ReleaseError(f"corrupted safetensors file {file_name}: {exc}") from None
+            actual = self.tensors.entries(file_name)
             wanted = by_file.get(file_name, set())
             missing = sorted(wanted - set(actual))
             if missing:
@@ -201,44 +198,11 @@ class ReleaseReader:
                     raise ReleaseError(f"tensor {k} in {file_name} has dtype {dtype}, manifest says {expected[k]['dtype']}")
 
     # -- access --------------------------------------------------------------------------
-    @property
-    def names(self) -> list[str]:
-        return list(self._tensors)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._tensors
-
     def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._info(name)["shape"])
-
-    def _info(self, name: str) -> dict:
+        """The tensor's shape as the (validated) manifest records it."""
         if name not in self._tensors:
             raise ReleaseError(f"tensor {name!r} is not in the release")
-        return self._tensors[name]
-
-    def _handle(self, name: str):
-        from safetensors import safe_open
-
-        file_name = self._info(name)["file"]
-        if file_name not in self._handles:
-            self._handles[file_name] = safe_open(self.path / file_name, framework="pt")
-        return self._handles[file_name]
-
-    def get(self, name: str, dtype: "torch.dtype | None" = None) -> "torch.Tensor":
-        tensor = self._handle(name).get_tensor(name)  # type: ignore[attr-defined]
-        return tensor if dtype is None else tensor.to(dtype)
-
-    def get_rows(self, name: str, rows: list[int], dtype: "torch.dtype | None" = None) -> "torch.Tensor":
-        """Selected rows of a 2-D tensor without materialising the rest (the embedding rows)."""
-        import torch
-
-        sliced = self._handle(name).get_slice(name)
-        out = torch.stack([sliced[r : r + 1][0] for r in rows])
-        return out if dtype is None else out.to(dtype)
-
-    def close(self) -> None:
-        """Drop the open (memory-mapped) files; later reads reopen them."""
-        self._handles.clear()
+        return tuple(self._tensors[name]["shape"])
 
     def files(self) -> list[Path]:
         return [self.path / n for n in sorted(self._files)]
