@@ -13,6 +13,7 @@ def _cache_outside_home(tmp_path_factory):
     processes inherit it)."""
     saved = os.environ.get("ZKFP_CACHE")
     os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
+    os.environ["ZKFP_REGISTRY"] = str(tmp_path_factory.mktemp("zkfp-registry") / "registry.sqlite")
     yield
     if saved is None:
         os.environ.pop("ZKFP_CACHE", None)
