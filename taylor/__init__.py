@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "protect": "taylor.conversion", "calibrate": "taylor.conversion", "convert": "taylor.conversion",
+    "protect": "taylor.conversion", "calibrate": "taylor.calibration", "convert": "taylor.conversion",
     "load_release": "taylor.runtime", "TaylorMLP": "taylor.runtime",
     "audit": "taylor.audit", "AuditReport": "taylor.audit",
     "effective_down": "taylor.effective", "effective_mlp": "taylor.effective", "EffectiveMLP": "taylor.effective",
@@ -23,7 +23,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-_SUBMODULES = ("audit", "conversion", "effective", "jets", "release", "runtime")
+_SUBMODULES = ("audit", "calibration", "conversion", "effective", "jets", "release", "runtime")
 
 
 def __getattr__(name: str):

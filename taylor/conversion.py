@@ -1,61 +1,36 @@
 """Protect a checkpoint: calibrate the MLP pre-activations, then stream the conversion layer by layer.
 
-Calibration runs the model (loaded with transformers) over calibration tokens and records,
-per neuron, the min and max of the MLP pre-activation (gate projection, or first projection
-plus bias). Conversion then reads one block at a time from the safetensors files, expands the
-narrow-range neurons around the midpoint of their range, and writes that block's release file,
-so its peak memory is about one block plus its output, not the model.
+Calibration (taylor.calibration) runs the model one block at a time over calibration tokens and
+records, per neuron, the min and max of the MLP pre-activation (gate projection, or first
+projection plus bias). Conversion then reads one block at a time from the safetensors files,
+expands the narrow-range neurons around the midpoint of their range, and writes that block's
+release file, so the peak memory of both is about one block plus its output, not the model.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zkfp.architectures import CAUSAL_FAMILIES, ModelReader, detect
+from zkfp.architectures import CAUSAL_FAMILIES, ModelReader
 from zkfp.checkpoint import Checkpoint
-from zkfp.errors import CheckpointError, ZkfpError
+from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
 from taylor import jets
+from taylor.calibration import Calibration, calibrate  # noqa: F401 (Calibration re-exported for callers)
 from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TERMS, SIDE_FILES, MlpLayout,
                             layer_file, mlp_key)
 
 DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70
-CALIB_SEQ_LEN = 128
-CALIB_MAX_TOKENS = 16384
-BUILTIN_SENTENCES = 600
 
 _ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
              torch.int64: "I64"}
-
-
-@dataclass
-class Calibration:
-    """Per-layer, per-neuron min and max of the MLP pre-activation (bias included), fp32."""
-
-    minimum: list[np.ndarray]
-    maximum: list[np.ndarray]
-    tokens: int
-    source: str
-    extra: dict = field(default_factory=dict)
-
-    def save(self, path: str | os.PathLike) -> None:
-        np.savez(path, minimum=np.stack(self.minimum), maximum=np.stack(self.maximum),
-                 meta=np.array(json.dumps({"tokens": self.tokens, "source": self.source})))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "Calibration":
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            return cls(list(data["minimum"]), list(data["maximum"]), meta["tokens"], meta["source"])
 
 
 def check_terms(n_terms: int) -> int:
@@ -74,125 +49,6 @@ def check_fraction(fraction: float) -> float:
     if not 0.0 <= fraction <= 1.0:
         raise ZkfpError(f"expanded fraction must be within [0, 1] (got {fraction})")
     return float(fraction)
-
-
-# ---------------------------------------------------------------------------------------------
-# Calibration
-
-
-def calibration_tokens(model_dir: str | os.PathLike, calibration: str | os.PathLike | None,
-                       vocab_size: int, max_tokens: int = CALIB_MAX_TOKENS) -> tuple[torch.Tensor, str]:
-    """Token ids for calibration: a token-id file, a text file (checkpoint's tokenizer), or the built-in corpus."""
-    model_dir = Path(model_dir)
-    if calibration is None:
-        from zkfp.zoo.corpus import DOMAINS, generate
-
-        ids = _tokenize(model_dir, generate(sorted(DOMAINS), n_sentences=BUILTIN_SENTENCES, seed=4242), vocab_size)
-        source = "built-in corpus (zkfp.zoo.corpus)"
-    else:
-        path = Path(calibration)
-        if not path.is_file():
-            raise ZkfpError(f"calibration file not found: {path}")
-        raw = path.read_bytes()
-        if not raw.strip():
-            raise ZkfpError(f"calibration file is empty: {path}")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ZkfpError(f"calibration file is neither UTF-8 text nor token ids: {path}") from None
-        ids_list = _parse_ids(text)
-        if ids_list is not None:
-            if not ids_list:
-                raise ZkfpError(f"calibration file holds no token ids: {path}")
-            bad = [t for t in ids_list if not 0 <= t < vocab_size]
-            if bad:
-                raise ZkfpError(f"calibration token id {bad[0]} is outside the vocabulary (size {vocab_size}): {path}")
-            ids = torch.tensor(ids_list, dtype=torch.long)
-            source = f"token ids from {path.name}"
-        else:
-            ids = _tokenize(model_dir, text, vocab_size, require_own=True)
-            source = f"text from {path.name}"
-    if ids.numel() < 2:
-        raise ZkfpError("calibration needs at least 2 tokens")
-    return ids[:max_tokens], source
-
-
-def _parse_ids(text: str) -> list[int] | None:
-    stripped = text.strip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(stripped)
-        except json.JSONDecodeError:
-            return None
-        flat = [x for row in data for x in (row if isinstance(row, list) else [row])]
-        if all(isinstance(x, int) and not isinstance(x, bool) for x in flat):
-            return flat
-        return None
-    parts = stripped.split()
-    if parts and all(p.lstrip("-").isdigit() for p in parts):
-        return [int(p) for p in parts]
-    return None
-
-
-def _tokenize(model_dir: Path, text: str, vocab_size: int, require_own: bool = False) -> torch.Tensor:
-    tokenizer = None
-    if any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
-        from transformers import AutoTokenizer
-
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        except Exception as exc:  # a broken tokenizer is the checkpoint's problem; say so
-            raise CheckpointError(f"cannot load the tokenizer of {model_dir}: {exc}") from None
-    if tokenizer is None:
-        if require_own:
-            raise ZkfpError(f"calibration text needs a tokenizer, and {model_dir} has none; "
-                            "give token ids instead (JSON list or whitespace-separated integers)")
-        from zkfp.zoo.tokenizer import load_tokenizer  # no tokenizer: the zoo's, ids folded into the vocab
-
-        tokenizer = load_tokenizer()
-    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
-    return ids % vocab_size
-
-
-def _mlp_in_module(family, i: int) -> str:
-    return family.base_prefixes[0] + family.layer.format(i=i) + (family.gate or family.up)
-
-
-def calibrate(model_dir: str | os.PathLike, calibration: str | os.PathLike | None = None,
-              max_tokens: int = CALIB_MAX_TOKENS, seq_len: int = CALIB_SEQ_LEN) -> Calibration:
-    """Per-neuron min/max of each block's MLP pre-activation over the calibration tokens."""
-    from transformers import AutoModelForCausalLM
-
-    ckpt = Checkpoint(model_dir)
-    arch = detect(ckpt.config, CAUSAL_FAMILIES)
-    ids, source = calibration_tokens(model_dir, calibration, arch.dims.vocab, max_tokens)
-    max_pos = ckpt.config.get("max_position_embeddings") or ckpt.config.get("n_positions") or seq_len
-    seq_len = max(2, min(seq_len, int(max_pos)))
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    n_layers, inter = arch.dims.layers, arch.dims.intermediate
-    lo = [torch.full((inter,), float("inf")) for _ in range(n_layers)]
-    hi = [torch.full((inter,), float("-inf")) for _ in range(n_layers)]
-    hooks = []
-    for i in range(n_layers):
-        def hook(_module, _inp, out, i=i):
-            flat = out.detach().float().reshape(-1, out.shape[-1])
-            lo[i] = torch.minimum(lo[i], flat.amin(0))
-            hi[i] = torch.maximum(hi[i], flat.amax(0))
-        hooks.append(model.get_submodule(_mlp_in_module(arch.family, i)).register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            chunks = list(ids.split(seq_len))
-            for start in range(0, len(chunks), 8):
-                batch = chunks[start:start + 8]
-                if batch[-1].numel() != seq_len and len(batch) > 1:
-                    model(input_ids=torch.stack(batch[:-1]))
-                    batch = batch[-1:]
-                model(input_ids=torch.stack(batch))
-    finally:
-        for h in hooks:
-            h.remove()
-    del model
-    return Calibration([x.numpy() for x in lo], [x.numpy() for x in hi], int(ids.numel()), source)
 
 
 # ---------------------------------------------------------------------------------------------
