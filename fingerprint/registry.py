@@ -209,12 +209,12 @@ class Registry:
 
     def groups(self) -> list[Group]:
         """Every entry with its vectors, grouped by (spec, token ids): one matrix per group."""
-        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS}, v, invariants FROM fingerprints "
-                                "ORDER BY token_ids, spec, name")
-        by_key: dict[tuple[str, str], list] = {}
+        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS}, v, invariants FROM fingerprints")  # unsorted:
+        by_key: dict[tuple[str, str], list] = {}  # sorting would copy every blob; identify ranks anyway
         for r in rows:
             by_key.setdefault((r[3], r[2]), []).append(r)
-        return [_group(members) for members in by_key.values()]
+        parsed: dict[str, object] = {}  # one json.loads per distinct spec, token list and model text
+        return [_group(members, parsed) for _key, members in sorted(by_key.items())]
 
 
 class _Transaction:
@@ -228,15 +228,22 @@ class _Transaction:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
-def _entry(r) -> Entry:
+def _entry(r, parsed: dict | None = None) -> Entry:
+    """An Entry from a row; `parsed` memoises the JSON texts that many rows share (read-only use)."""
     name, digest, spec, ids, proven, commitment, srs_kind, model, source, added = r[:10]
-    return Entry(name=name, digest=digest, spec=json.loads(spec), token_ids=tuple(json.loads(ids)),
-                 proven=bool(proven), commitment_digest=commitment, srs_kind=srs_kind, model=json.loads(model),
-                 source=source, added_at=added)
+    def load(text: str):
+        if parsed is None:
+            return json.loads(text)
+        if text not in parsed:
+            parsed[text] = json.loads(text)
+        return parsed[text]
+
+    return Entry(name=name, digest=digest, spec=load(spec), token_ids=tuple(load(ids)), proven=bool(proven),
+                 commitment_digest=commitment, srs_kind=srs_kind, model=load(model), source=source, added_at=added)
 
 
-def _group(rows: list) -> Group:
-    entries = [_entry(r) for r in rows]
+def _group(rows: list, parsed: dict) -> Group:
+    entries = [_entry(r, parsed) for r in rows]
     m = len(rows[0][10]) // 4
     v = np.frombuffer(b"".join(r[10] for r in rows), dtype="<f4").reshape(len(rows), m)
     has = np.array([r[11] is not None for r in rows])
