@@ -154,7 +154,7 @@ class Registry:
 
     def _write(self):
         """A write transaction that holds the lock from its start (BEGIN IMMEDIATE)."""
-        return _Transaction(self._db)
+        return _Transaction(self._db, self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -218,14 +218,25 @@ class Registry:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any error); SQLite failures become RegistryErrors."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path):
+        self.db, self.path = db, path
 
     def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise RegistryError(f"registry {self.path} stayed locked by another process for "
+                                f"{BUSY_TIMEOUT_S:.0f} s ({exc}); try again") from None
 
-    def __exit__(self, exc_type, *_):
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(self, exc_type, exc, _tb) -> None:
+        try:
+            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        except sqlite3.Error as failed:
+            raise RegistryError(f"could not write registry {self.path}: {failed}") from None
+        if isinstance(exc, sqlite3.Error):
+            raise RegistryError(f"could not write registry {self.path}: {exc}") from None
 
 
 def _entry(r, parsed: dict | None = None) -> Entry:

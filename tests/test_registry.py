@@ -250,6 +250,24 @@ def test_processes_adding_at_once_lose_and_corrupt_nothing(tmp_path):
         np.testing.assert_array_equal(stored[Path(f).name], np.asarray(load(f).v, dtype=np.float32))
 
 
+def test_a_registry_locked_too_long_is_a_clear_error(tmp_path, monkeypatch):
+    import fingerprint.registry as R
+
+    reg = tmp_path / "r.sqlite"
+    Registry(reg).close()
+    monkeypatch.setattr(R, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(reg, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer that does not let go
+    try:
+        with Registry(reg) as db, pytest.raises(RegistryError, match="stayed locked by another process"):
+            db.add(synthetic(1), "a", source="test")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Registry(reg) as db:
+        assert len(db) == 0
+
+
 # -- identify ----------------------------------------------------------------------------------
 def _registry_of(tmp_path, fps: dict) -> Path:
     reg = tmp_path / "r.sqlite"
