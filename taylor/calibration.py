@@ -65,16 +65,16 @@ def read_calibration_text(path: Path) -> tuple[str, str]:
     mark. Anything else is refused, naming the first byte that is not UTF-8, rather than guessed."""
     raw = path.read_bytes()
     encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in raw:
+        raise ZkfpError(f"calibration file {path} holds NUL bytes: UTF-16 or UTF-32 text without a "
+                        "byte-order mark? Save it as UTF-8, or give token ids")
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         raise ZkfpError(
             f"calibration file {path} is not valid {encoding.upper().replace('-SIG', '')} text (byte "
-            f"0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) "
-            "or give token ids") from None
-    if "\x00" in text:
-        raise ZkfpError(f"calibration file {path} holds NUL characters: UTF-16 or UTF-32 text without a "
-                        "byte-order mark? Save it as UTF-8, or give token ids")
+            f"0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8` "
+            "for Latin-1 text) or give token ids") from None
     return text, encoding
 
 
@@ -180,13 +180,17 @@ class BlockRunner:
         self.family = self.reader.family
         config = AutoConfig.from_pretrained(ckpt.path)
         config.num_hidden_layers = 1
+        # The shell is fed embedding rows read from the checkpoint (inputs_embeds), so its own
+        # embedding table can be one row instead of the vocabulary.
+        config.vocab_size, config.pad_token_id = 1, None
         self.base = AutoModel.from_config(config, dtype=torch.float32).eval()
         self.block = self.base.get_submodule(self.family.layer.format(i=0).rstrip("."))
 
     def embed(self, batches: list[torch.Tensor]) -> list[tuple[tuple, dict]]:
-        """Per batch, the (args, kwargs) the model passes to its first block; then the shell's
-        embeddings are dropped (only the block is kept)."""
+        """Per batch, the (args, kwargs) the model passes to its first block; then everything
+        of the shell but that block is dropped."""
         self._load_base()
+        embedding = self.reader.embedding_key()
         recorded: list[tuple[tuple, dict]] = []
 
         def record(_module, args, kwargs):
@@ -197,37 +201,40 @@ class BlockRunner:
         try:
             with torch.no_grad():
                 for ids in batches:
+                    rows = self.ckpt.get_rows(embedding, ids.reshape(-1).tolist(), torch.float32)
                     try:
-                        self.base(input_ids=ids, use_cache=False)
+                        self.base(inputs_embeds=rows.reshape(*ids.shape, -1), use_cache=False)
                     except _Captured:
                         pass
         finally:
             handle.remove()
         del self.base
+        self.ckpt.close()
         return recorded
 
     def _load_base(self) -> None:
-        """The non-block tensors of the base model (embeddings, final norm) from the checkpoint."""
+        """The base model's other non-block tensors (position embeddings, final norm)."""
         block_root = self.family.layer.split("{i}")[0]
-        wanted = [k for k in self.base.state_dict() if not k.startswith(block_root)]
-        state = {}
-        for k in wanted:
-            name = self.reader.key(k)
-            if name not in self.ckpt:
-                raise CheckpointError(f"checkpoint lacks the tensor {name}")
-            state[k] = self.ckpt.get(name, torch.float32)
-        self.base.load_state_dict(state, strict=False)
+        own = {k: v for k, v in self.base.state_dict().items()
+               if not k.startswith(block_root) and self.reader.key(k) != self.reader.embedding_key()}
+        self._copy_in(own, self.reader.key(""))
 
     def load_block(self, i: int) -> None:
-        """Block i's weights (fp32) into the shell block."""
-        prefix = self.reader.key("", i)
-        own = self.block.state_dict()
-        state = {n[len(prefix):]: self.ckpt.get(n, torch.float32) for n in self.ckpt.names
-                 if n.startswith(prefix) and n[len(prefix):] in own}
-        missing = sorted(set(own) - set(state))
+        """Block i's weights (fp32) into the shell block, one tensor at a time."""
+        self._copy_in(self.block.state_dict(), self.reader.key("", i))
+        self.ckpt.close()  # unmap the shards read for this block: their pages would stay in our RSS
+
+    def _copy_in(self, own: dict[str, torch.Tensor], prefix: str) -> None:
+        missing = [prefix + k for k in own if prefix + k not in self.ckpt]
         if missing:
-            raise CheckpointError(f"checkpoint lacks the tensor {prefix}{missing[0]}")
-        self.block.load_state_dict(state, strict=True)
+            raise CheckpointError(f"checkpoint lacks the tensor {missing[0]}")
+        with torch.no_grad():
+            for k, target in own.items():
+                source = self.ckpt.get(prefix + k)
+                if tuple(source.shape) != tuple(target.shape):
+                    raise CheckpointError(f"tensor {prefix + k} has shape {tuple(source.shape)}, the config "
+                                          f"implies {tuple(target.shape)}")
+                target.copy_(source)
 
     def run_block(self, inputs: list[tuple[tuple, dict]]) -> None:
         """Apply the shell block to each recorded input, in place: its output takes the hidden
@@ -269,7 +276,6 @@ def calibrate(model_dir: str | os.PathLike, calibration: str | os.PathLike | Non
             handle.remove()
         lo.append(low.numpy())
         hi.append(high.numpy())
-        ckpt.close()  # unmap the shards read for this block: their pages would stay in our RSS
     return Calibration(lo, hi, int(ids.numel()), source)
 
 

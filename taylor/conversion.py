@@ -112,6 +112,8 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             out_t = {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in per_layer[i]}
             w_in = reader.linear(fam.gate or fam.up, i)
             w_down = reader.linear(fam.down, i)
+            w_up = reader.linear(fam.up, i) if layout.gated else None
+            ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
             src_dtype = w_in.weight.dtype
             dtypes_seen.add(_ST_DTYPE[src_dtype])
             expanded = select_expanded(calib.minimum[i], calib.maximum[i], fraction)
@@ -132,7 +134,6 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
                    "guard_radius": torch.from_numpy(radius).float(),
                    "exact_in_weight": w_in.weight[f_idx], "exact_down_weight": w_down.weight[:, f_idx]}
             if layout.gated:
-                w_up = reader.linear(fam.up, i)
                 mlp["up_weight"], mlp["exact_up_weight"] = w_up.weight[s_idx], w_up.weight[f_idx]
             if layout.in_bias:
                 mlp["exact_in_bias"] = w_in.bias[f_idx]
@@ -141,8 +142,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             out_t.update({mlp_key(i, k): v for k, v in mlp.items()})
             write(tmp, layer_file(i), out_t)
             layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist()})
-            del out_t, mlp, theta, w_in, w_down
-            ckpt.close()  # unmap the shards read so far: their pages would stay in our RSS
+            del out_t, mlp, theta, w_in, w_down, w_up
         write(tmp, BASE_FILE, {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in base})
         for side in SIDE_FILES:
             if (Path(model_dir) / side).is_file():

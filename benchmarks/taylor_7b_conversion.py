@@ -1,0 +1,135 @@
+"""`zkfp protect` (default options) on a checkpoint with Llama-2-7B's widths: time, peak RSS, release size.
+
+    python benchmarks/taylor_7b_conversion.py [--layers 4] [--keep DIR]
+
+Writes a bf16 Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, intermediate 11008,
+32 heads, vocabulary 32000) but only `--layers` blocks (memory is per block), seeded random
+weights, sharded one safetensors file per block plus embeddings and head, with
+`model.safetensors.index.json`. Then protects it in a fresh process with `taylor.protect`'s
+defaults (built-in calibration corpus, N = 12, fraction ≈ 0.70) and reports that process's peak
+RSS (VmHWM from /proc/self/status; ru_maxrss would carry the forking parent's peak across exec),
+the time of calibration and conversion, and the release's size and file count. The temporary
+folder is deleted afterwards unless --keep is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HIDDEN, INTERMEDIATE, HEADS, VOCAB = 4096, 11008, 32, 32000
+CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+          "intermediate_size": INTERMEDIATE, "num_attention_heads": HEADS, "num_key_value_heads": HEADS,
+          "vocab_size": VOCAB, "rms_norm_eps": 1e-5, "hidden_act": "silu", "max_position_embeddings": 4096,
+          "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+
+
+def write_checkpoint(out: Path, layers: int, seed: int = 0) -> Path:
+    """The 7B-shaped bf16 checkpoint, written shard by shard (one block in memory at a time)."""
+    import torch
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True)
+    g = torch.Generator().manual_seed(seed)
+    d, f = HIDDEN, INTERMEDIATE
+    rnd = lambda *s: (torch.randn(*s, generator=g) * 0.02).bfloat16()  # noqa: E731
+    gain = lambda: (1 + 0.1 * torch.randn(d, generator=g)).bfloat16()  # noqa: E731
+    weight_map: dict[str, str] = {}
+
+    def shard(name: str, tensors: dict) -> None:
+        save_file(tensors, out / name, metadata={"format": "pt"})
+        weight_map.update({k: name for k in tensors})
+
+    n_files = layers + 2
+    shard(f"model-00001-of-{n_files:05d}.safetensors", {"model.embed_tokens.weight": rnd(VOCAB, d)})
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        shard(f"model-{i + 2:05d}-of-{n_files:05d}.safetensors", {
+            p + "input_layernorm.weight": gain(), p + "post_attention_layernorm.weight": gain(),
+            p + "self_attn.q_proj.weight": rnd(d, d), p + "self_attn.k_proj.weight": rnd(d, d),
+            p + "self_attn.v_proj.weight": rnd(d, d), p + "self_attn.o_proj.weight": rnd(d, d),
+            p + "mlp.gate_proj.weight": rnd(f, d), p + "mlp.up_proj.weight": rnd(f, d),
+            p + "mlp.down_proj.weight": rnd(d, f),
+        })
+    shard(f"model-{n_files:05d}-of-{n_files:05d}.safetensors",
+          {"model.norm.weight": gain(), "lm_head.weight": rnd(VOCAB, d)})
+    size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": size}, "weight_map": weight_map}, indent=1))
+    (out / "config.json").write_text(json.dumps(dict(CONFIG, num_hidden_layers=layers), indent=1))
+    return out
+
+
+CHILD = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, sys.argv[3])
+    import taylor.conversion as conversion
+    ckpt, out = sys.argv[1], sys.argv[2]
+    times = {}
+    real_calibrate = conversion.calibrate
+
+    def timed_calibrate(*args, **kw):  # protect() calls calibrate, then convert
+        start = time.perf_counter()
+        calib = real_calibrate(*args, **kw)
+        times["calibrate_s"] = time.perf_counter() - start
+        return calib
+
+    conversion.calibrate = timed_calibrate
+    start = time.perf_counter()
+    conversion.protect(ckpt, out)
+    times["protect_s"] = time.perf_counter() - start
+    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    print(json.dumps({**times, "peak_rss_mib": hwm / 1024}))
+""")
+
+
+def protect_in_child(ckpt: Path, out: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, str(ckpt), str(out), str(ROOT)], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"protect failed:\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--keep", default=None, metavar="DIR", help="write into DIR and keep the files")
+    args = ap.parse_args(argv)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="zkfp-taylor-7b-"))
+    try:
+        t = time.perf_counter()
+        ckpt = write_checkpoint(work / "checkpoint", args.layers)
+        shards = sorted(ckpt.glob("*.safetensors"))
+        ckpt_size = sum(p.stat().st_size for p in shards)
+        print(f"checkpoint: Llama-2-7B widths, {args.layers} blocks, bf16, {ckpt_size / 2**30:.2f} GiB in "
+              f"{len(shards)} shards + index (written in {time.perf_counter() - t:.0f} s)")
+        r = protect_in_child(ckpt, work / "release")
+        files = sorted((work / "release").iterdir())
+        shard_files = [p for p in files if p.suffix == ".safetensors"]
+        rel_size = sum(p.stat().st_size for p in files)
+        manifest = json.loads((work / "release" / "manifest.json").read_text())
+        clear = {info["dtype"] for name, info in manifest["tensors"].items() if not name.startswith("taylor.")}
+        print(f"protect (defaults: N={manifest['n_terms']}, fraction {manifest['expanded_fraction']:.3f}, "
+              f"{manifest['calibration']['tokens']} calibration tokens): {r['protect_s']:.0f} s "
+              f"(calibrate {r['calibrate_s']:.0f} s, convert {r['protect_s'] - r['calibrate_s']:.0f} s), "
+              f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+        print(f"release: {rel_size / 2**30:.2f} GiB in {len(shard_files)} safetensors shards ({len(files)} files "
+              f"with manifest and config); clear tensors stored as {sorted(clear)}")
+        per_block = 2 * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE) / 2**20
+        print(f"(one block of the checkpoint: {per_block:.0f} MiB in bf16, {2 * per_block:.0f} MiB in fp32)")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
