@@ -26,6 +26,7 @@ def main(exponents: list[int]) -> None:
     from circuits.finish import BN254_R, inverse_sigmas, v_from_public, v_from_terms
     from circuits.graph import reference_terms
     from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.plan import make_plan
     from circuits.projection import load_projection
     from fingerprint import spec
     from zkfp.zoo import embedded
@@ -36,13 +37,14 @@ def main(exponents: list[int]) -> None:
     terms = reference_terms(shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k)))
     stds = terms.reshape(shape.n_terms(), -1).std(axis=1)
     print("embedded model's term standard deviations:", np.round(stds, 6).tolist())
-    encoder = pipeline.build(shape, "encoder")
+    plan = make_plan(shape, pipeline.logrows_for(shape))
+    encoder = pipeline.build(plan.chunks[-1].part, plan.logrows)
     scale = encoder.settings_json()["model_output_scales"][0]
     P = load_projection(shape.n_terms() * shape.k ** 2, shape.m)
     for e in exponents:
         M = terms / np.repeat(stds, shape.k ** 2) * 2.0 ** e * 1.37
         felts = [(int(round(x * 2.0 ** 60)) % BN254_R).to_bytes(32, "little").hex() for x in M]
-        (work / "in.json").write_text(json.dumps({"input_data": [felts, inverse_sigmas(felts, shape).tolist()]}))
+        (work / "in.json").write_text(json.dumps({"input_data": [felts, np.sqrt(inverse_sigmas(felts, shape)).tolist()]}))
         w = ezkl.gen_witness(str(work / "in.json"), str(encoder.compiled), str(work / "w.json"))
         v, checks = v_from_public([ezkl.felt_to_float(f, scale) for f in w["outputs"][0]], shape)
         try:

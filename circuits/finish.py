@@ -2,8 +2,8 @@
 
 * `v_from_terms`: v = zscore(P · concat_t zscore(M_t)), exactly `fingerprint.extract` (per-term
   population z-score, the spec's gaussian-projection encoder, final z-score): the float reference.
-* `inverse_sigmas`: the prover's private 1/σ_t, computed from the very field elements the terms
-  circuit committed, in the encoder circuit's units (see circuits.graph).
+* `inverse_sigmas`: 1/σ_t, computed from the very field elements the terms circuit committed, in
+  the encoder circuit's units (see circuits.graph); the prover's private input is its root u_t.
 * `v_from_public`: the encoder circuit's public values → (v, checks), for prover and verifier.
 """
 
@@ -42,6 +42,11 @@ def felts_to_ints(felts: list[str]) -> list[int]:
         v = int.from_bytes(bytes.fromhex(f), "little")
         out.append(v - BN254_R if v > BN254_R // 2 else v)
     return out
+
+
+def ints_to_felts(values: list[int]) -> list[str]:
+    """Signed integers as ezkl field elements (32-byte little-endian hex)."""
+    return [(v % BN254_R).to_bytes(32, "little").hex() for v in values]
 
 
 def inverse_sigmas(term_felts: list[str], shape) -> np.ndarray:

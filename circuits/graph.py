@@ -16,12 +16,14 @@ committed, never public):
     output: concat of the 3·L k×k terms (layer-major, M_a, M_b, M_f).
 
 The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
-the terms circuit's output — and the prover's 1/σ_t per term, committed; output: public):
-      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·s_t,   y = P·concat(z),   check_t = z_t·z_t
-The public values are y (m) and the 3·L checks. An honest prover gives s_t = 1/‖c_t‖, so every
+the terms circuit's output, or the partial terms of several chunks, summed first — and the
+prover's u_t per term, committed; output: public):
+      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·u_t²,   y = P·concat(z),   check_t = z_t·z_t
+The public values are y (m) and the 3·L checks. An honest prover gives u_t² = 1/‖c_t‖, so every
 check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes v = zscore(y). Then z_t is
 zscore(M_t)/k, up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
-z-scored terms (Zeng et al., 2024), and the terms stay private. (ezkl 23.0.5's Sqrt/Reciprocal
+z-scored terms (Zeng et al., 2024), and the terms stay private. The factor is u_t², not a free
+s_t: a check cannot tell s_t from −s_t, and a negative s_t would flip a term's sign in v. (ezkl 23.0.5's Sqrt/Reciprocal
 on these scales failed its constraints in every variant measured, hence a checked private 1/σ;
 multiplying by s_t before squaring keeps every product inside the range checks.)
 """
@@ -38,6 +40,7 @@ from circuits.spec import CircuitShape
 OPSET = 17
 OUTPUT = "terms"
 ENCODER_OUTPUT = "y_and_checks"
+ROOT = "root_inv_sigma"  # the encoder's private input u_t, with 1/σ_t = u_t²
 
 
 class _Graph:
@@ -80,59 +83,93 @@ def _model(g: _Graph, inputs: list[tuple[str, tuple[int, ...]]], output: str, n_
 
 
 def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
-    """The circuit's ONNX model for `shape` (inputs in `shape.input_specs()` order)."""
+    """A terms circuit's ONNX model for `shape` (inputs in `shape.input_specs()` order): the
+    model's whole terms, or a chunk's partial terms when `shape` is a chunk's (circuits.plan)."""
     s = shape
-    k, G, r, d = s.k, s.kv_heads, s.heads // s.kv_heads, s.head_dim
-    specs = s.input_specs()
+    k, r = s.k, s.heads // s.kv_heads
     g = _Graph()
     X = "tokens"
-    per = (len(specs) - 1) // len(s.layers)
     terms: list[str] = []
     for i, layer in enumerate(s.layers):
-        (ga, wq, wk, wv, wo, gm, gate_s, up_s, coeffs_s, lsq_s, gate_f, up_f,
-         down_f) = [name for name, _ in specs[1 + i * per:1 + (i + 1) * per]]
-        Q = g.reshape(g.einsum("ia,a,qa->iq", X, ga, wq), (k, G, r, d))
-        K = g.reshape(g.einsum("ia,a,qa->iq", X, ga, wk), (k, G, d))
-        V = g.reshape(g.einsum("ia,a,qa->iq", X, ga, wv), (k, G, d))
-        O = g.reshape(g.einsum("ia,aq->iq", X, wo), (k, G, r, d))
-        m_a = g.einsum("igrd,jgd->ij", Q, K)
-        m_b = g.einsum("igd,jgrd->ij", V, O)
+        p = f"l{i}."
+        if "qk" in layer.terms:
+            G, d = layer.groups, layer.dims
+            Q = g.reshape(g.einsum("ia,a,qa->iq", X, p + "attn_gain", p + "q"), (k, G, r, d))
+            K = g.reshape(g.einsum("ia,a,qa->iq", X, p + "attn_gain", p + "k"), (k, G, d))
+            V = g.reshape(g.einsum("ia,a,qa->iq", X, p + "attn_gain", p + "v"), (k, G, d))
+            O = g.reshape(g.einsum("ia,aq->iq", X, p + "o"), (k, G, r, d))
+            terms += [g.einsum("igrd,jgd->ij", Q, K), g.einsum("igd,jgrd->ij", V, O)]
+        if "mlp" not in layer.terms:
+            continue
         parts = []
         if layer.expanded:
-            Gs = g.einsum("ia,a,sa->is", X, gm, gate_s)
-            Us = g.einsum("ia,a,sa->is", X, gm, up_s)
-            Ds = g.op("ReduceSum", [g.op("Mul", [g.einsum("ia,nas->ins", X, coeffs_s), lsq_s]), g.const([1])],
-                      keepdims=0)
+            Gs = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "gate_s")
+            Us = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "up_s")
+            Ds = g.op("ReduceSum", [g.op("Mul", [g.einsum("ia,nas->ins", X, p + "coeffs_s"), p + "lsq_s"]),
+                                    g.const([1])], keepdims=0)
             parts.append(g.einsum("is,js->ij", g.op("Mul", [Gs, Us]), Ds))
         if layer.exact:
-            Gf = g.einsum("ia,a,sa->is", X, gm, gate_f)
-            Uf = g.einsum("ia,a,sa->is", X, gm, up_f)
-            Df = g.einsum("ia,as->is", X, down_f)
+            Gf = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "gate_f")
+            Uf = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "up_f")
+            Df = g.einsum("ia,as->is", X, p + "down_f")
             parts.append(g.einsum("is,js->ij", g.op("Mul", [Gf, Uf]), Df))
-        m_f = parts[0] if len(parts) == 1 else g.op("Add", parts)
-        terms += [m_a, m_b, m_f]
+        terms.append(parts[0] if len(parts) == 1 else g.op("Add", parts))
     flat = [g.reshape(t, (k * k,)) for t in terms]
     g.nodes.append(helper.make_node("Concat", flat, [OUTPUT], axis=0))
-    return _model(g, specs, OUTPUT, s.n_terms() * k * k, "zkfp_terms", s.version)
+    return _model(g, s.input_specs(), OUTPUT, s.n_terms() * k * k, "zkfp_terms", s.version)
 
 
-def build_encoder_onnx(shape: CircuitShape) -> onnx.ModelProto:
+def _summed(g: _Graph, part, names: list[str]) -> str:
+    """The input partials summed term by term: a (len(output_terms), k²) tensor. One partial
+    holding every term in order is just reshaped (the unchunked model)."""
+    kk, out = part.shape.k ** 2, part.output_terms
+    if len(part.layout) == 1 and tuple(part.layout[0]) == out:
+        return g.reshape(names[0], (len(out), kk))
+    rows = [g.reshape(n, (len(lay), kk)) for n, lay in zip(names, part.layout)]
+    summed = []
+    for t in out:
+        pieces = [g.op("Slice", [rows[c], g.const([j]), g.const([j + 1]), g.const([0])])
+                  for c, lay in enumerate(part.layout) for j, u in enumerate(lay) if u == t]
+        total = pieces[0]
+        for piece in pieces[1:]:
+            total = g.op("Add", [total, piece])
+        summed.append(total)
+    return summed[0] if len(summed) == 1 else g.op("Concat", summed, axis=0)
+
+
+def build_sum_onnx(part) -> onnx.ModelProto:
+    """A sum chunk: its input partials added term by term (exact: no product, no rescale)."""
+    io = part.committed_io()
+    g = _Graph()
+    total = _summed(g, part, [n for n, _ in io["inputs"]])
+    n_out = io["outputs"][0][1][0]
+    g.nodes.append(helper.make_node("Reshape", [total, g.const((n_out,))], [OUTPUT], allowzero=0))
+    return _model(g, io["inputs"], OUTPUT, n_out, "zkfp_sum", part.shape.version)
+
+
+def build_encoder_onnx(part) -> onnx.ModelProto:
     """The encoder circuit's ONNX model (see the module docstring)."""
-    s = shape
+    s = part.shape
     T, kk = s.n_terms(), s.k * s.k
     P = load_projection(T * kk, s.m).reshape(s.m, T, kk)
+    io = part.committed_io()
     g = _Graph()
-    M = g.reshape("terms", (T, kk))
+    M = _summed(g, part, [n for n, _ in io["inputs"][:-1]])
     scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
     c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
-    z = g.einsum("ti,t->ti", c, "inv_sigma")
+    s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
+    z = g.einsum("ti,t->ti", c, s_t)
     y = g.einsum("mti,ti->m", g.fconst(P), z)
     check = g.einsum("ti,ti->t", z, z)
     g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
-    return _model(g, s.encoder_input_specs(), ENCODER_OUTPUT, s.m + T, "zkfp_encoder", s.version)
+    return _model(g, io["inputs"], ENCODER_OUTPUT, s.m + T, "zkfp_encoder", s.version)
 
 
-BUILDERS = {"terms": build_onnx, "encoder": build_encoder_onnx}
+def build_part(part) -> onnx.ModelProto:
+    """The ONNX model of one circuit of a plan (circuits.plan.Part)."""
+    if part.kind == "terms":
+        return build_onnx(part.shape)
+    return {"sum": build_sum_onnx, "encoder": build_encoder_onnx}[part.kind](part)
 
 
 def reference_terms(shape: CircuitShape, inputs: list) -> np.ndarray:

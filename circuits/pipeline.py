@@ -1,15 +1,17 @@
 """The circuit compiled with ezkl: its ONNX graph, settings, compile, setup, and the cache keyed by shape.
 
-The fingerprint is proved by two circuits ("parts", see circuits.graph): "terms" and "encoder".
-Both use one logrows (they share the committed terms, and a commitment depends on logrows), the
-smallest that holds the larger of the two; it follows from the shape alone (no lookups, so
+The fingerprint is proved by the circuits of a plan (circuits.plan): terms chunks, sums and the
+encoder. All use one logrows (they share committed tensors, and a commitment depends on
+logrows): for a model that fits one terms circuit, the smallest that holds it and the encoder;
+for larger models the spec's CHUNK_LOGROWS. It follows from the shape alone (no lookups, so
 nothing depends on the data), so prover, verifier and `zkfp commit` all derive the same.
 
 Cache layout (root: $ZKFP_CACHE or ~/.cache/zkfp):
   circuits/<shape key>.logrows                     the shape's logrows
-  circuits/<shape key>-<part>-k<logrows>/          network.onnx, settings.json, model.compiled, shape.json
-  keys/<shape key>-<part>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
-A second release of the same shape skips export, compile and setup. Nothing here imports
+  rows/<part key>.json                             a part's row count (ezkl's gen_settings)
+  circuits/<part key>-<kind>-k<logrows>/           network.onnx, settings.json, model.compiled, part.json
+  keys/<part key>-<kind>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
+A second release of the same shape skips export, compile and setup; chunks of one kind share them. Nothing here imports
 torch: the verifier rebuilds the circuits and their keys with this module.
 Every entry is written to a temporary folder and renamed into place, so a crash never leaves
 a half-built entry behind.
@@ -25,10 +27,11 @@ import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from circuits.spec import CircuitShape, LayerShape
+from circuits.plan import Part
+from circuits.spec import CHUNK_LOGROWS, CircuitShape
 from circuits.srs import SrsInfo, cache_dir
 from zkfp.errors import ZkfpError
 
@@ -36,14 +39,12 @@ REBASE_MULTIPLIER = 6  # rescale only values above 6·input_scale: intermediates
 PROVE_BYTES_PER_ROW = 30_000  # peak prover memory per circuit row, measured (see max_logrows)
 
 
-PARTS = ("terms", "encoder")
 ROW_RESERVE = 1024  # rows kept free below 2^logrows (ezkl's blinding rows and more)
 
 
 @dataclass(frozen=True)
 class Circuit:
-    shape: CircuitShape
-    part: str
+    part: Part
     folder: Path
 
     @property
@@ -99,57 +100,38 @@ def _machine_memory() -> int:
     return total
 
 
-def _largest_hidden_that_fits(shape: CircuitShape, limit: int) -> int:
-    """Scale the model's width (same heads, MLP ratio and expanded fraction) down until it fits."""
-    for h in range(shape.hidden - shape.hidden % 16, 15, -16):
-        f = h / shape.hidden
-        smaller = replace(shape, hidden=h, head_dim=max(1, round(shape.head_dim * f)),
-                          intermediate=max(1, round(shape.intermediate * f)),
-                          layers=tuple(LayerShape(round(l.expanded * f), max(1, round(shape.intermediate * f))
-                                                  - round(l.expanded * f)) for l in shape.layers))
-        if smaller.estimate_logrows() <= limit:
-            return h
-    return 0
-
-
-def check_fits(shape: CircuitShape, limit: int | None = None) -> None:
-    """Refuse, before any work, a circuit too large for this machine, saying what fits."""
+def check_fits(logrows: int, limit: int | None = None) -> None:
+    """Refuse, before any work, circuits too large for this machine's memory."""
     limit = max_logrows() if limit is None else limit
-    k = shape.estimate_logrows()
-    if k <= limit:
-        return
-    raise ZkfpError(
-        f"this model needs one circuit of about 2^{k} rows ({shape.weight_elements():,} committed weight "
-        f"elements of the last {len(shape.layers)} layers at k={shape.k} tokens), about "
-        f"{(PROVE_BYTES_PER_ROW << k) / 1e9:.0f} GB to prove; this machine proves circuits up to 2^{limit} rows. "
-        f"A model of this architecture fits up to hidden size {_largest_hidden_that_fits(shape, limit)} "
-        f"(with its head count and MLP ratio). Chunked circuits, which would split it, are not built yet."
-    )
+    if logrows > limit:
+        raise ZkfpError(
+            f"this model's circuits have 2^{logrows} rows, about {(PROVE_BYTES_PER_ROW << logrows) / 1e9:.1f} GB "
+            f"each to prove (30 KB per row, measured); this machine's memory proves circuits up to 2^{limit} rows")
 
 
-def run_args(shape: CircuitShape, part: str):
-    """ezkl's run arguments of one part. Inputs are committed (polycommit) and bound by the
-    verifier's own commitments or by the link between the parts, so they are not range-checked;
-    the terms leave the terms circuit committed, the encoder's values are public."""
+def run_args(part: Part):
+    """ezkl's run arguments of one circuit. Inputs are committed (polycommit) and bound by the
+    verifier's own commitments or by the links between circuits, so they are not range-checked
+    (README, "Why committed inputs are not range-checked"); terms and sums leave their circuit
+    committed, the encoder's values are public."""
     import ezkl
 
+    shape = part.shape
     ra = ezkl.PyRunArgs()
     ra.input_visibility = "polycommit"
     ra.param_visibility = "fixed"
     ra.decomp_base = shape.decomp_base
     ra.ignore_range_check_inputs_outputs = True
-    if part == "terms":
+    if part.kind == "terms":
         ra.output_visibility = "polycommit"
         ra.input_scale, ra.param_scale = shape.input_scale, shape.param_scale
         ra.scale_rebase_multiplier = REBASE_MULTIPLIER
         ra.decomp_legs, ra.num_inner_cols = shape.decomp_legs, shape.num_inner_cols
-    elif part == "encoder":
-        ra.output_visibility = "public"
+    else:  # sum, encoder: the committed terms read at the encoder's scale
+        ra.output_visibility = "polycommit" if part.kind == "sum" else "public"
         ra.input_scale, ra.param_scale = shape.enc_input_scale, shape.enc_param_scale
         ra.scale_rebase_multiplier = 1  # everything back at the input scale after each product
         ra.decomp_legs, ra.num_inner_cols = shape.enc_decomp_legs, shape.enc_inner_cols
-    else:
-        raise ValueError(f"unknown circuit part {part!r}")
     return ra
 
 
@@ -204,13 +186,13 @@ def _ezkl_quiet():
             os.close(fd)
 
 
-def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, part: str, logrows: int) -> dict:
-    """ezkl settings for one part at `logrows`, from the shape alone (no data): the circuits have
+def write_settings(onnx_path: Path, out: Path, part: Part, logrows: int) -> dict:
+    """ezkl settings for one circuit at `logrows`, from the shape alone (no data): the circuits have
     no lookups, so nothing in them depends on the weights. Written in canonical order so the
     compiled circuit, and hence the keys, are the same on every machine."""
     import ezkl
 
-    ra = run_args(shape, part)
+    ra = run_args(part)
     ra.logrows = logrows
     ra.lookup_range = (0, 0)
     with _ezkl_quiet():
@@ -220,63 +202,79 @@ def write_settings(onnx_path: Path, out: Path, shape: CircuitShape, part: str, l
     return s
 
 
+def part_rows(part: Part) -> int:
+    """ezkl's row count of one circuit (gen_settings on its graph; cached)."""
+    cached = cache_dir() / "rows" / f"{part.key()}.json"
+    if cached.is_file():
+        return int(json.loads(cached.read_text())["num_rows"])
+    import onnx
+
+    from circuits.graph import build_part
+
+    tmp = _atomic_folder(cached)
+    try:
+        onnx.save(build_part(part), str(tmp / "network.onnx"))
+        rows = int(write_settings(tmp / "network.onnx", tmp / "settings.json", part, max_logrows())["num_rows"])
+        (tmp / "rows.json").write_text(json.dumps({"num_rows": rows}))
+        os.replace(tmp / "rows.json", cached)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def fits(part: Part, budget: int) -> bool:
+    """Whether a circuit holds within `budget` rows; parts far beyond it (by the shape's estimate)
+    are not laid out by ezkl at all."""
+    if part.kind == "terms" and part.shape.estimate_rows() > 2 * budget:
+        return False
+    return part_rows(part) <= budget
+
+
 def logrows_for(shape: CircuitShape) -> int:
-    """The one logrows of both parts: the smallest 2^k holding the larger one's rows. Cached."""
+    """The model's logrows: the smallest 2^k holding its whole terms circuit and the encoder when
+    that is at most CHUNK_LOGROWS, else CHUNK_LOGROWS (chunks). Cached."""
     pointer = cache_dir() / "circuits" / f"{shape.key()}.logrows"
     if pointer.is_file():
         return int(pointer.read_text())
-    check_fits(shape)
-    import onnx
-
-    from circuits.graph import BUILDERS
-
-    tmp = _atomic_folder(pointer)
-    try:
-        rows = 0
-        for part in PARTS:
-            onnx.save(BUILDERS[part](shape), str(tmp / f"{part}.onnx"))
-            settings = write_settings(tmp / f"{part}.onnx", tmp / f"{part}.json", shape, part, max_logrows())
-            rows = max(rows, int(settings["num_rows"]))
+    whole = Part("terms", shape)
+    encoder = Part("encoder", shape, (tuple(range(shape.n_terms())),))
+    budget = (1 << CHUNK_LOGROWS) - ROW_RESERVE
+    if fits(whole, budget):
+        rows = max(part_rows(whole), part_rows(encoder))
         logrows = max(rows + ROW_RESERVE, 2 * shape.decomp_base).bit_length()
-        if logrows > max_logrows():
-            raise ZkfpError(f"this model's fingerprint circuit needs 2^{logrows} rows; this machine proves "
-                            f"circuits up to 2^{max_logrows()} rows")
-        (tmp / "logrows").write_text(str(logrows))
-        os.replace(tmp / "logrows", pointer)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        logrows = CHUNK_LOGROWS
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pointer.with_name(f".{pointer.name}.{os.getpid()}")
+    tmp.write_text(str(logrows))
+    os.replace(tmp, pointer)
     return logrows
 
 
-def build(shape: CircuitShape, part: str, logrows: int | None = None) -> Circuit:
-    """One compiled part of the fingerprint circuit at `logrows` (the shape's own when not given).
-    Cached."""
-    if logrows is None:
-        logrows = logrows_for(shape)
-    if not 1 <= logrows <= max_logrows():
-        raise ZkfpError(f"logrows {logrows} is outside what this machine builds (1..{max_logrows()})")
-    final = cache_dir() / "circuits" / f"{shape.key()}-{part}-k{logrows}"
+def build(part: Part, logrows: int) -> Circuit:
+    """One compiled circuit at `logrows`. Cached."""
+    check_fits(logrows)
+    final = cache_dir() / "circuits" / f"{part.key()}-{part.kind}-k{logrows}"
     if (final / "model.compiled").is_file():
-        return Circuit(shape, part, final)
-    check_fits(shape)
+        return Circuit(part, final)
     import ezkl
     import onnx
 
-    from circuits.graph import BUILDERS
+    from circuits.graph import build_part
 
     tmp = _atomic_folder(final)
     try:
-        c = Circuit(shape, part, tmp)
-        onnx.save(BUILDERS[part](shape), str(c.onnx))
-        write_settings(c.onnx, c.settings, shape, part, logrows)
+        c = Circuit(part, tmp)
+        onnx.save(build_part(part), str(c.onnx))
+        write_settings(c.onnx, c.settings, part, logrows)
         with _ezkl_quiet():
             ezkl.compile_circuit(str(c.onnx), str(c.compiled), str(c.settings))
-        (tmp / "shape.json").write_text(json.dumps(shape.to_json(), indent=1))
+        (tmp / "part.json").write_text(json.dumps(part.to_json(), indent=1))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _publish(tmp, final)
-    return Circuit(shape, part, final)
+    return Circuit(part, final)
 
 
 def keys_folder(circuit: Circuit, srs: SrsInfo) -> Path:

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-CIRCUIT_VERSION = "zkfp-circuit/2"  # /2: two linked circuits, the terms private, v public
+CIRCUIT_VERSION = "zkfp-circuit/3"  # /2: terms private, v public; /3: chunks, 1/σ = u²
 EZKL_VERSION = "23.0.5"
 # Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
 # neurons (least squares over these orders: W_d[:, j] = Σ_n c_n(a_j) Θ_n[:, j] / Σ_n c_n(a_j)²).
@@ -48,12 +48,26 @@ TERM_SHIFT = 24          # terms are divided by 2^24 (exact) before anything mul
 # 2^10), (30, 28) [2^-24, 2^12]. Five-step benchmark models have terms near 2^-22, trained tiny
 # ones 2^-13..2^-6.
 TERM_STD_RANGE = (2.0 ** -28, 2.0 ** 12)
+# Models too large for one circuit are proved in chunks (circuits.plan) of this logrows: one
+# fixed size, so the commitments, and so the model's commitment digest, do not depend on the
+# prover's machine. 2^18 rows take ~7.9 GB to prove (30 KB per row, measured): two chunks at
+# once on a 24 GB machine.
+CHUNK_LOGROWS = 18
 
 
 @dataclass(frozen=True)
 class LayerShape:
+    """What a circuit reads of one layer. The model's own shape reads everything; a chunk's reads
+    `groups` KV-head groups of `dims` head dimensions each and blocks of neurons (circuits.plan)."""
     expanded: int   # |S|: neurons released as Taylor coefficients
     exact: int      # |F|: neurons released in the clear
+    groups: int | None = None  # KV-head groups (0: no attention terms; None: all of the model's)
+    dims: int | None = None    # head dimensions per group (None: all)
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The terms this layer contributes to, in circuit order (see fingerprint.spec.TERMS)."""
+        return (("qk", "vo") if self.groups * self.dims else ()) + (("mlp",) if self.expanded + self.exact else ())
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,11 @@ class CircuitShape:
     ezkl_version: str = EZKL_VERSION
     extra: tuple = field(default=())
 
+    def __post_init__(self):
+        whole = tuple(LayerShape(l.expanded, l.exact, self.kv_heads if l.groups is None else l.groups,
+                                 self.head_dim if l.dims is None else l.dims) for l in self.layers)
+        object.__setattr__(self, "layers", whole)
+
     @classmethod
     def for_model(cls, *, hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
                   layers: tuple[LayerShape, ...], activation: str) -> "CircuitShape":
@@ -92,8 +111,9 @@ class CircuitShape:
 
         if len(layers) != fspec.N_LAYERS:
             raise ValueError(f"the spec reads the last {fspec.N_LAYERS} layers, got {len(layers)}")
+        layers = tuple(LayerShape(l.expanded, l.exact) for l in layers)
         return cls(k=fspec.K_TOKENS, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                   intermediate=intermediate, layers=tuple(layers), m=fspec.M_DIM, activation=activation,
+                   intermediate=intermediate, layers=layers, m=fspec.M_DIM, activation=activation,
                    encoder=fspec.ENCODER)
 
     def departures_from_spec(self) -> list[str]:
@@ -132,38 +152,29 @@ class CircuitShape:
     # -- inputs ---------------------------------------------------------------------------
     def input_specs(self) -> list[tuple[str, tuple[int, ...]]]:
         """(name, shape) of every committed circuit input, in the ONNX input order."""
-        h, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        h, r = self.hidden, self.heads // self.kv_heads
         out: list[tuple[str, tuple[int, ...]]] = [("tokens", (self.k, h))]
         for i, l in enumerate(self.layers):
             p = f"l{i}."
-            out += [
-                (p + "attn_gain", (h,)), (p + "q", (q, h)), (p + "k", (kv, h)), (p + "v", (kv, h)),
-                (p + "o", (h, q)), (p + "mlp_gain", (h,)),
-                (p + "gate_s", (l.expanded, h)), (p + "up_s", (l.expanded, h)),
-                (p + "coeffs_s", (len(self.orders), h, l.expanded)), (p + "lsq_s", (len(self.orders), l.expanded)),
-                (p + "gate_f", (l.exact, h)), (p + "up_f", (l.exact, h)), (p + "down_f", (h, l.exact)),
-            ]
+            q, kv = l.groups * r * l.dims, l.groups * l.dims
+            if "qk" in l.terms:
+                out += [(p + "attn_gain", (h,)), (p + "q", (q, h)), (p + "k", (kv, h)), (p + "v", (kv, h)),
+                        (p + "o", (h, q))]
+            if "mlp" in l.terms:
+                out += [(p + "mlp_gain", (h,))]
+            if l.expanded:
+                out += [(p + "gate_s", (l.expanded, h)), (p + "up_s", (l.expanded, h)),
+                        (p + "coeffs_s", (len(self.orders), h, l.expanded)),
+                        (p + "lsq_s", (len(self.orders), l.expanded))]
+            if l.exact:
+                out += [(p + "gate_f", (l.exact, h)), (p + "up_f", (l.exact, h)), (p + "down_f", (h, l.exact))]
         return out
 
     def n_inputs(self) -> int:
         return len(self.input_specs())
 
     def n_terms(self) -> int:
-        return 3 * len(self.layers)
-
-    def encoder_input_specs(self) -> list[tuple[str, tuple[int, ...]]]:
-        """The encoder circuit's committed inputs: the terms (the terms circuit's committed output)
-        and the prover's private 1/σ per term, which the circuit checks."""
-        return [("terms", (self.n_terms() * self.k * self.k,)), ("inv_sigma", (self.n_terms(),))]
-
-    def committed_io(self, part: str) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
-        """The committed inputs and outputs of one circuit part, (name, shape) in its order; an
-        output and an input of the same name are one tensor under one commitment (the link)."""
-        if part == "terms":
-            return {"inputs": self.input_specs(), "outputs": [("terms", (self.n_terms() * self.k * self.k,))]}
-        if part == "encoder":
-            return {"inputs": self.encoder_input_specs(), "outputs": []}
-        raise ValueError(f"unknown circuit part {part!r}")
+        return sum(len(l.terms) for l in self.layers)
 
     def weight_elements(self) -> int:
         """Elements of release tensors the circuit reads (the public per-neuron weights excluded)."""
@@ -186,11 +197,12 @@ class CircuitShape:
         """
         cells = self.weight_elements() + sum(
             len(self.orders) * l.expanded for l in self.layers)
-        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        r = self.heads // self.kv_heads
         for l in self.layers:
-            outs = self.k * (2 * q + 2 * kv) + 3 * self.k * (l.expanded + l.exact) + 3 * self.k * self.k
+            q, kv = l.groups * r * l.dims, l.groups * l.dims
+            outs = self.k * (2 * q + 2 * kv) + 3 * self.k * (l.expanded + l.exact) + len(l.terms) * self.k * self.k
             cells += 2 * outs
-        cells += len(self.layers) * self.k * self.k * 47  # M_f is the one term rescaled
+        cells += sum("mlp" in l.terms for l in self.layers) * self.k * self.k * 47  # M_f is the one term rescaled
         cells += 20_000
         return cells // self.num_inner_cols
 

@@ -13,6 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--srs", metavar="FILE", help="ceremony SRS file (never downloaded)")
     g.add_argument("--dev-srs", action="store_true", help="make/use an insecure local SRS (tests only)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
+    p.add_argument("--workers", type=int, metavar="N", help="chunks proved at once on this machine "
+                   "(default: as many as its memory holds, at most one per CPU)")
+    p.add_argument("--ray-address", metavar="ADDR", help="prove on this Ray cluster instead of this machine")
+    p.add_argument("--chunk-rows", type=int, metavar="ROWS", help="a smaller row budget per chunk (more, smaller "
+                   "chunks; the bundle records it)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_prove)
 
@@ -21,6 +26,7 @@ def _prove(args) -> int:
     from prover.prove import prove
 
     out = prove(args.release, args.out, srs=args.srs, dev_srs=args.dev_srs,
-                progress=not args.no_progress, force=args.force)
+                progress=not args.no_progress, force=args.force, workers=args.workers,
+                ray_address=args.ray_address, chunk_rows=args.chunk_rows)
     print(f"bundle written: {out}")
     return 0

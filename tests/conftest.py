@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,10 @@ def _cache_outside_home(tmp_path_factory):
     saved = os.environ.get("ZKFP_CACHE")
     os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
     os.environ["ZKFP_REGISTRY"] = str(tmp_path_factory.mktemp("zkfp-registry") / "registry.sqlite")
+    # Ray (the prover's scheduler) keeps its session files under RAY_TMPDIR and, with token
+    # authentication on, writes ~/.ray/auth_token: tests run a local instance without it.
+    os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     yield
     if saved is None:
         os.environ.pop("ZKFP_CACHE", None)
@@ -37,3 +42,20 @@ def tiny_models(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory):
+    """The embedded tiny model, Taylor-protected with the defaults (the proof tests' model)."""
+    import taylor
+    from zkfp.zoo import embedded
+
+    return Path(taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "release"))
+
+
+@pytest.fixture(scope="session")
+def other_release(tmp_path_factory, tiny_models):
+    import taylor
+
+    src = tiny_models("llama", seed=3, steps=20)
+    return Path(taylor.protect(src, tmp_path_factory.mktemp("rel2") / "release"))

@@ -73,6 +73,7 @@ def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
 
     from circuits.finish import v_from_public, v_from_terms
     from circuits.graph import build_encoder_onnx, reference_terms
+    from circuits.plan import Part
     from circuits.projection import load_projection
 
     _, shape, inputs = embedded_inputs
@@ -80,16 +81,21 @@ def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
     c = terms.reshape(shape.n_terms(), -1) / 2.0 ** shape.term_shift
     c = c - c.mean(axis=1, keepdims=True)
     inv = 1 / np.sqrt((c * c).sum(axis=1))
-    run = ReferenceEvaluator(build_encoder_onnx(shape))
-    v, checks = v_from_public(run.run(None, {"terms": terms.astype(np.float32), "inv_sigma": inv.astype(np.float32)})[0],
-                              shape)
+    run = ReferenceEvaluator(build_encoder_onnx(Part("encoder", shape, (tuple(range(shape.n_terms())),))))
+
+    def encode(u):
+        return v_from_public(run.run(None, {"partial0": terms.astype(np.float32),
+                                            "root_inv_sigma": u.astype(np.float32)})[0], shape)
+    v, checks = encode(np.sqrt(inv))
     want = v_from_terms(terms, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
     assert np.abs(checks - 1).max() < 1e-4
     assert np.abs(v - want).max() < 1e-3
     inv[2] *= 1.01
-    _, checks = v_from_public(run.run(None, {"terms": terms.astype(np.float32), "inv_sigma": inv.astype(np.float32)})[0],
-                              shape)
+    _, checks = encode(np.sqrt(inv))
     assert abs(checks[2] - 1.0201) < 1e-3
+    u = np.sqrt(inv)
+    u[4] = -u[4]
+    assert np.allclose(encode(u)[0], encode(np.sqrt(inv))[0]), "no sign of a term to flip: the factor is u²"
 
 
 def test_bundle_shapes_that_depart_from_the_spec_are_named():
@@ -161,15 +167,23 @@ def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
         release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
 
 
-def test_too_large_model_is_refused_before_any_work():
+def test_an_8b_model_is_cut_into_chunks_that_fit_and_a_small_machine_is_refused():
+    """Llama-3-8B's last two layers at 2^18 rows per chunk (rows by the shape's estimate here;
+    benchmarks/chunked_proofs.py lays them out with ezkl): every chunk fits; a machine that
+    cannot hold one 2^18 circuit is refused before any work, with the memory it would need."""
     from circuits.pipeline import check_fits
+    from circuits.plan import make_plan
     from circuits.spec import CircuitShape, LayerShape
     from zkfp.errors import ZkfpError
 
-    big = CircuitShape(k=16, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
-                       layers=(LayerShape(10000, 4336),) * 2, m=64)
-    with pytest.raises(ZkfpError, match=r"up to 2\^19 rows. A model of this architecture fits up to hidden size 1\d\d "):
-        check_fits(big, limit=19)
+    big = CircuitShape.for_model(hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336,
+                                 layers=(LayerShape(10000, 4336),) * 2, activation="silu")
+    plan = make_plan(big, 18, fits=lambda part, rows: part.shape.estimate_rows() <= rows)
+    assert len(plan.terms_chunks) > 1000 and all(c.part.shape.estimate_rows() < 2 ** 18 for c in plan.terms_chunks)
+    assert any(c.part.kind == "sum" for c in plan.chunks), "more chunks than the encoder's fan-in"
+    assert len(plan.parts) < 10, "setup is paid per circuit shape, not per chunk"
+    with pytest.raises(ZkfpError, match=r"2\^18 rows, about 7.9 GB each to prove .* up to 2\^17 rows"):
+        check_fits(18, limit=17)
 
 
 def test_circuit_size_limit_follows_the_machines_memory():

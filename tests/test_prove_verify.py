@@ -17,22 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def release(tmp_path_factory):
-    import taylor
-    from zkfp.zoo import embedded
-
-    return Path(taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "release"))
-
-
-@pytest.fixture(scope="session")
-def other_release(tmp_path_factory, tiny_models):
-    import taylor
-
-    src = tiny_models("llama", seed=3, steps=20)
-    return Path(taylor.protect(src, tmp_path_factory.mktemp("rel2") / "release"))
-
-
-@pytest.fixture(scope="session")
 def bundle(release, tmp_path_factory):
     from prover import prove
 

@@ -5,13 +5,14 @@ A bundle folder holds
                     (its key derived from that shape), every proof with the KZG commitments to the
                     release tensors it read, the commitment digest, v, the SRS identity, and the
                     sha256 of each release file (checked only against a release)
-  terms.proof.json, terms.vk.key, terms.settings.json
-                    the terms circuit's proof, verification key and ezkl settings (the verifier
-                    derives its own key and settings and requires these to be identical)
-  encoder.proof.json, encoder.vk.key, encoder.settings.json
-                    the same for the encoder circuit; its input "terms" has the same commitment
-                    as the terms circuit's output (the link). Chunked models will list more
-                    proofs, linked the same way by equal commitments to shared tensors.
+  <chunk>.proof.json one proof per chunk of the plan (circuits.plan), named after the chunk:
+                    "terms" and "encoder" for a model that fits one circuit
+  <circuit>.vk.key, <circuit>.settings.json
+                    the verification key and ezkl settings of each distinct circuit, named after
+                    the first chunk that uses it (the verifier derives its own key and settings
+                    and requires these to be identical); chunks are linked by equal commitments
+                    to the tensors they share, a chunk's committed output being the next one's
+                    committed input
   fingerprint.png   the rendering of v
 
 numpy-free and torch-free: `read_bundle` is a typed parse; it checks structure, not meaning
@@ -29,7 +30,7 @@ from zkfp.errors import BundleError, ZkfpError
 from zkfp.files import read_json, write_json
 
 FORMAT = "zkfp-proof-bundle"
-VERSION = 2
+VERSION = 3  # 3: chunked plans (chunk_rows; per-chunk proofs, per-circuit keys)
 MANIFEST = "manifest.json"
 PNG = "fingerprint.png"
 MAX_JSON = 64 << 20
@@ -50,8 +51,10 @@ class ProofEntry:
         return self.inputs + self.outputs
 
 
-def part_files(part: str) -> dict:
-    return {"proof": f"{part}.proof.json", "vk": f"{part}.vk.key", "settings": f"{part}.settings.json"}
+def part_files(chunk: str, circuit: str | None = None) -> dict:
+    """A chunk's proof file, and its circuit's key and settings files (shared by chunks of one circuit)."""
+    circuit = circuit or chunk
+    return {"proof": f"{chunk}.proof.json", "vk": f"{circuit}.vk.key", "settings": f"{circuit}.settings.json"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Bundle:
     shape_json: dict
     circuit_key: str
     logrows: int
+    chunk_rows: int
     proofs: tuple[ProofEntry, ...]
     commitment_digest: str
     v: tuple[float, ...]
@@ -77,8 +81,8 @@ class Bundle:
 
 
 def commitment_digest(release_commitments) -> str:
-    """sha256 over the (tensor, points) commitments of the release tensors the circuit reads, in
-    the circuit's order: the model's identity under this circuit and SRS (`zkfp commit`)."""
+    """sha256 over the (tensor, points) commitments of the release tensors the chunks read, each
+    once, in plan order: the model's identity under this plan and SRS (`zkfp commit`)."""
     blob = [[n, pts] for n, pts in release_commitments]
     return hashlib.sha256(canonical(blob).encode()).hexdigest()
 
@@ -118,7 +122,7 @@ def read_bundle(path: str | Path) -> Bundle:
             path=path, ezkl_version=str(m["ezkl_version"]), family=str(m["model"]["family"]),
             vocab=int(m["model"]["vocab"]), token_ids=tuple(int(t) for t in m["model"]["token_ids"]),
             shape_json=dict(m["circuit"]["shape"]), circuit_key=str(m["circuit"]["key"]),
-            logrows=int(m["circuit"]["logrows"]), proofs=proofs, commitment_digest=str(m["commitment_digest"]),
+            logrows=int(m["circuit"]["logrows"]), chunk_rows=int(m["circuit"]["chunk_rows"]), proofs=proofs, commitment_digest=str(m["commitment_digest"]),
             v=tuple(float(x) for x in m["v"]), png_sha256=str(m["png"]["sha256"]),
             srs_sha256=str(m["srs"]["sha256"]), release_files=dict(m["release"]["files"]),
             float_cosine=float(m.get("float_cosine", "nan")))
@@ -136,7 +140,8 @@ def read_bundle(path: str | Path) -> Bundle:
 
 
 def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, token_ids, shape_json: dict,
-                   circuit_key: str, logrows: int, proofs: list[ProofEntry], v, srs_sha256: str,
+                   circuit_key: str, logrows: int, chunk_rows: int, proofs: list[ProofEntry],
+                   release_commitments, v, srs_sha256: str,
                    release_files: dict, float_cosine: float, png_sha256: str, spec: dict) -> None:
     write_json(folder / MANIFEST, {
         "format": FORMAT,
@@ -144,12 +149,12 @@ def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, 
         "ezkl_version": ezkl_version,
         "fingerprint_spec": spec,   # informational: the verifier uses its own pinned spec
         "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids)},
-        "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows},
+        "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows, "chunk_rows": chunk_rows},
         "proofs": [{"name": p.name, "proof": p.proof, "vk": p.vk, "settings": p.settings, "sha256": p.sha256,
                     "inputs": [{"name": n, "points": pts} for n, pts in p.inputs],
                     "outputs": [{"name": n, "points": pts} for n, pts in p.outputs]}
                    for p in proofs],
-        "commitment_digest": commitment_digest(proofs[0].inputs),
+        "commitment_digest": commitment_digest(release_commitments),
         "v": [float(x) for x in v],
         "png": {"file": PNG, "sha256": png_sha256},
         "srs": {"sha256": srs_sha256, "logrows": logrows},

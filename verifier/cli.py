@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("commit", help="print a release's commitment digest (compare it with a bundle's)")
     c.add_argument("release", metavar="RELEASE_DIR")
     c.add_argument("--srs", required=True, metavar="FILE", help="the SRS the bundle was made under")
+    c.add_argument("--chunk-rows", type=int, metavar="ROWS", help="the bundle's row budget per chunk, if it "
+                   "declares one other than the default")
     c.set_defaults(handler=_commit)
 
 
@@ -41,5 +43,5 @@ def _verify(args) -> int:
 def _commit(args) -> int:
     from verifier.commit import commit_release
 
-    print(commit_release(args.release, args.srs))
+    print(commit_release(args.release, args.srs, args.chunk_rows))
     return 0

@@ -35,26 +35,41 @@ def _compressed(x: str, y: str) -> str:
     return raw.hex()
 
 
-def release_commitments(shape, inputs, circuit, vk: Path, srs: Path) -> tuple[tuple[str, list], ...]:
-    """(input name, commitment) of every release tensor the terms circuit reads, in its order."""
-    return tuple((name, commit(arr, shape.input_scale, vk, circuit.settings, srs))
-                 for (name, _), arr in zip(shape.input_specs(), inputs))
+def release_commitments(plan, tensors: dict, circuits: dict, srs: Path) -> list[tuple[str, list]]:
+    """(tensor, commitment) of every release tensor the plan's chunks read, each once, in plan
+    order; `tensors` holds the model's whole circuit inputs by name, `circuits` maps each part key
+    to its (circuit, vk)."""
+    from circuits.plan import chunk_inputs
+
+    out: dict[str, list] = {}
+    for c in plan.terms_chunks:
+        circuit, vk = circuits[c.part.key()]
+        for name, arr in zip(c.inputs(plan.shape), chunk_inputs(c, plan.shape, tensors)):
+            if name not in out:
+                out[name] = commit(arr, plan.shape.input_scale, vk, circuit.settings, srs)
+    return [(name, out[name]) for name in plan.release_tensors()]
 
 
-def commit_release(release_dir: str | Path, srs: str | Path) -> str:
-    """The commitment digest of a release under the spec's circuit and this SRS (the terms
-    circuit's key is derived once per shape and SRS, cached)."""
+def commit_release(release_dir: str | Path, srs: str | Path, chunk_rows: int | None = None) -> str:
+    """The commitment digest of a release under the spec's plan and this SRS (each terms
+    circuit's key is derived once per circuit and SRS, cached). `chunk_rows`: a bundle's smaller
+    row budget per chunk, when it declares one."""
     from circuits import pipeline
     from circuits import srs as srs_mod
     from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.plan import make_plan
     from fingerprint import spec as fspec
     from verifier.bundle import commitment_digest
 
     rel = Release(release_dir)
     shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
     inputs = release_inputs(rel, shape, fspec.select_tokens(rel.vocab(), shape.k))
-    logrows = pipeline.logrows_for(shape)
-    info = srs_mod.srs_file(srs, logrows)
-    circuit = pipeline.build(shape, "terms", logrows)
-    keys = pipeline.keys(circuit, info)
-    return commitment_digest(release_commitments(shape, inputs, circuit, keys.vk, info.path))
+    plan = make_plan(shape, pipeline.logrows_for(shape), chunk_rows)
+    info = srs_mod.srs_file(srs, plan.logrows)
+    circuits = {}
+    for c in plan.terms_chunks:
+        if c.part.key() not in circuits:
+            circuit = pipeline.build(c.part, plan.logrows)
+            circuits[c.part.key()] = (circuit, pipeline.keys(circuit, info).vk)
+    tensors = {n: a for (n, _), a in zip(shape.input_specs(), inputs)}
+    return commitment_digest(release_commitments(plan, tensors, circuits, info.path))

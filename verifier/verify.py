@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,9 +90,9 @@ def verify_bundle(bundle_dir, release_dir=None, srs=None, allow_dev_srs: bool = 
             b = read_bundle(bundle_dir)
         except ZkfpError as exc:
             raise _Unusable(str(exc)) from None
-        v, statement, (shape, info, derived) = _verify(b, srs, allow_dev_srs, checks, say)
+        v, statement, (plan, info, derived) = _verify(b, srs, allow_dev_srs, checks, say)
         if release_dir is not None:
-            _verify_release(b, Path(release_dir), shape, info, *derived["terms"], checks)
+            _verify_release(b, Path(release_dir), plan, info, derived, checks)
             statement += f"; the release in {release_dir} is that model (its tensors commit to the digest)"
         return VerifyResult(ok=True, status="valid", v=v, statement=statement,
                             commitment_digest=b.commitment_digest, checks=checks)
@@ -111,18 +112,21 @@ def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[fl
     shape = _spec_shape(b)
     checks["spec"] = "ok"
     info = _srs(b, srs, allow_dev, checks)
-    derived = _derive_keys(b, shape, info, checks, say)
-    public = {p.name: _check_proof(b, p, *derived[p.name], info) for p in b.proofs}
+    plan = _plan(b, shape)
+    derived = _derive_keys(b, plan, info, checks, say)
+    t = time.perf_counter()
+    public = [_check_proof(b, p, c, *derived[c.part.key()], info, shape) for p, c in zip(b.proofs, plan.chunks)]
     checks["proofs"] = len(public)
-    _check_links(b)
+    checks["proofs_s"] = round(time.perf_counter() - t, 3)
+    _check_links(b, plan)
     checks["links"] = "ok"
-    _check_v(b, shape, derived["encoder"][0], public["encoder"])
+    _check_v(b, shape, derived[plan.chunks[-1].part.key()][0], public[-1])
     checks["v"] = "ok"
     _check_image(b)
     checks["png"] = "ok"
-    statement = (f"v is the fingerprint, by spec circuit {shape.key()}, of the model whose commitment digest is "
-                 f"{b.commitment_digest} (SRS {info.sha256[:16]}…, {info.kind})")
-    return list(b.v), statement, (shape, info, derived)
+    statement = (f"v is the fingerprint, by spec circuit {shape.key()} in {len(plan.chunks)} linked proofs, of the "
+                 f"model whose commitment digest is {b.commitment_digest} (SRS {info.sha256[:16]}…, {info.kind})")
+    return list(b.v), statement, (plan, info, derived)
 
 
 # -- without the release ---------------------------------------------------------------------
@@ -181,27 +185,49 @@ def _srs(b: Bundle, srs, allow_dev: bool, checks: dict):
     return info
 
 
-def _derive_keys(b: Bundle, shape, info, checks: dict, say) -> dict:
-    """Rebuild the spec's circuits for this shape at its logrows and derive their keys (cached per
-    shape, logrows and SRS); the bundle's settings and keys must be exactly those."""
+def _plan(b: Bundle, shape):
+    """The chunks the spec cuts this shape into at the bundle's logrows and row budget; the
+    bundle must list exactly those proofs, in that order."""
+    from circuits import pipeline
+    from circuits.plan import make_plan
+
+    with _refused_by_ezkl("cannot lay out this bundle's circuits"):
+        logrows = pipeline.logrows_for(shape)
+    if logrows != b.logrows:
+        raise _Invalid(f"the bundle's logrows {b.logrows} is not its circuit's ({logrows})")
+    if not 0 < b.chunk_rows <= (1 << logrows) - pipeline.ROW_RESERVE:
+        raise _Invalid(f"the bundle's row budget per chunk ({b.chunk_rows}) does not fit 2^{logrows} rows")
+    try:
+        with _refused_by_ezkl("cannot lay out this bundle's circuits"):
+            plan = make_plan(shape, logrows, b.chunk_rows)
+    except ValueError as exc:
+        raise _Invalid(f"the bundle's row budget per chunk cannot hold this model: {exc}") from None
+    names, want = [p.name for p in b.proofs], [c.name for c in plan.chunks]
+    if names != want:
+        missing = [n for n in want if n not in names]
+        extra = [n for n in names if n not in want]
+        why = (f"chunk {missing[0]} is missing" if missing else f"it lists {extra[0]}, which is not a chunk of the plan"
+               if extra else "the chunks are not in the plan's order")
+        raise _Invalid(f"the bundle's proofs are not the {len(want)} chunks of the spec's plan: {why}")
+    return plan
+
+
+def _derive_keys(b: Bundle, plan, info, checks: dict, say) -> dict:
+    """Rebuild each distinct circuit of the plan and derive its key (cached per circuit, logrows
+    and SRS); the bundle's settings and keys must be exactly those."""
     from circuits import pipeline
 
-    if [p.name for p in b.proofs] != list(pipeline.PARTS):
-        raise _Invalid(f"the bundle's proofs are {[p.name for p in b.proofs]}, the spec proves {list(pipeline.PARTS)}")
     derived, cached = {}, True
     with _refused_by_ezkl("cannot rebuild this bundle's circuits and derive their keys with this SRS"):
-        logrows = pipeline.logrows_for(shape)
-        if logrows != b.logrows:
-            raise _Invalid(f"the bundle's logrows {b.logrows} is not its circuit's ({logrows})")
-        for p in b.proofs:
-            circuit = pipeline.build(shape, p.name, logrows)
+        for key, part in plan.parts.items():
+            circuit = pipeline.build(part, plan.logrows)
             if not (pipeline.keys_folder(circuit, info) / "vk.key").is_file():
                 cached = False
-                say(f"deriving the verification key of the {p.name} circuit (logrows {logrows}; once per "
-                    f"circuit shape and SRS on this machine, about as long as a setup)")
-            derived[p.name] = (circuit, pipeline.keys(circuit, info).vk)
-    for p in b.proofs:
-        circuit, vk = derived[p.name]
+                say(f"deriving the verification key of the {part.kind} circuit {key[:12]} (logrows {plan.logrows}; "
+                    "once per circuit and SRS on this machine, about as long as a setup)")
+            derived[key] = (circuit, pipeline.keys(circuit, info).vk)
+    for p, c in zip(b.proofs, plan.chunks):
+        circuit, vk = derived[c.part.key()]
         try:
             settings = read_json(b.file(p.settings), p.settings)
         except ZkfpError as exc:
@@ -220,7 +246,7 @@ def _derive_keys(b: Bundle, shape, info, checks: dict, say) -> dict:
 def _witness_with(p, circuit, instances: list, ezkl_version: str) -> dict:
     """A witness carrying only the listed commitments (ezkl's swap reads nothing else of it)."""
     zero = "00" * 32
-    specs = circuit.shape.committed_io(circuit.part)
+    specs = circuit.part.committed_io()
     return {
         "inputs": [[zero] * int(np.prod(dims)) for _, dims in specs["inputs"]],
         "pretty_elements": None,
@@ -230,12 +256,12 @@ def _witness_with(p, circuit, instances: list, ezkl_version: str) -> dict:
         "processed_outputs": {"poseidon_hash": None, "polycommit": [pts for _, pts in p.outputs]} if p.outputs else None,
         "max_lookup_inputs": 0,
         "min_lookup_inputs": 0,
-        "max_range_size": circuit.shape.decomp_base - 1,
+        "max_range_size": circuit.part.shape.decomp_base - 1,
         "version": ezkl_version,
     }
 
 
-def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
+def _check_proof(b: Bundle, p, chunk, circuit, vk: Path, info, plan_shape) -> list:
     """The proof holds exactly the listed commitments and verifies; returns its public values."""
     import ezkl
 
@@ -247,10 +273,9 @@ def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
         raise _Unusable(str(exc)) from None
     except (TypeError, KeyError, IndexError, AssertionError):
         raise _Unusable(f"{p.proof} is malformed") from None
-    specs = circuit.shape.committed_io(circuit.part)
-    if [n for n, _ in p.inputs] != [n for n, _ in specs["inputs"]] or \
-            [n for n, _ in p.outputs] != [n for n, _ in specs["outputs"]]:
-        raise _Invalid(f"proof {p.name} lists commitments for other tensors than its circuit's")
+    if [n for n, _ in p.inputs] != chunk.inputs(plan_shape) or \
+            [n for n, _ in p.outputs] != chunk.outputs():
+        raise _Invalid(f"proof {p.name} lists commitments for other tensors than its chunk's")
     with tempfile.TemporaryDirectory(prefix="zkfp-verify-") as tmp:
         tmp = Path(tmp)
         shutil.copyfile(b.file(p.proof), tmp / "proof.json")
@@ -268,7 +293,9 @@ def _check_proof(b: Bundle, p, circuit, vk: Path, info) -> list:
     return instances
 
 
-def _check_links(b: Bundle) -> None:
+def _check_links(b: Bundle, plan) -> None:
+    """Every tensor read by several chunks (the token rows, the norm gains, each committed partial
+    and the chunk that made it) carries one commitment; the digest is over the release tensors."""
     seen: dict[str, tuple[str, str]] = {}
     for p in b.proofs:
         for name, pts in p.commitments:
@@ -276,7 +303,8 @@ def _check_links(b: Bundle) -> None:
             if name in seen and seen[name][1] != c:
                 raise _Invalid(f"proofs {seen[name][0]} and {p.name} read {name} under different commitments")
             seen.setdefault(name, (p.name, c))
-    if commitment_digest(b.proofs[0].inputs) != b.commitment_digest:
+    listed = {name: pts for p in b.proofs for name, pts in p.inputs}
+    if commitment_digest([(n, listed[n]) for n in plan.release_tensors()]) != b.commitment_digest:
         raise _Invalid("the commitment digest is not the digest of the commitments the proofs hold")
 
 
@@ -315,11 +343,12 @@ def _check_image(b: Bundle) -> None:
 
 # -- against a release -----------------------------------------------------------------------
 
-def _verify_release(b: Bundle, release: Path, shape, info, terms_circuit, terms_vk: Path, checks: dict) -> None:
+def _verify_release(b: Bundle, release: Path, plan, info, derived: dict, checks: dict) -> None:
     from circuits.consistency import check_taylor_consistency
     from circuits.inputs import Release, last_layers, release_inputs, shape_of
     from verifier.commit import release_commitments
 
+    shape = plan.shape
     if not release.is_dir():
         raise _Unusable(f"release folder not found: {release}")
     present = {p.name for p in release.iterdir() if p.is_file()}
@@ -342,9 +371,12 @@ def _verify_release(b: Bundle, release: Path, shape, info, terms_circuit, terms_
     except ZkfpError as exc:
         raise _Invalid(f"release refused: {exc}") from None
     checks["consistency"] = "ok"
-    ours = release_commitments(shape, inputs, terms_circuit, terms_vk, info.path)
-    for (name, points), (_, listed) in zip(ours, b.proofs[0].inputs):
-        if canonical(points) != canonical(listed):
+    t = time.perf_counter()
+    listed = {name: pts for p in b.proofs for name, pts in p.inputs}
+    tensors = {n: a for (n, _), a in zip(shape.input_specs(), inputs)}
+    for name, points in release_commitments(plan, tensors, derived, info.path):
+        if canonical(points) != canonical(listed[name]):
             raise _Invalid(f"the release's {name} does not commit to the bundle's commitment: the proof was "
                            "not made from this release")
     checks["commitments_match"] = True
+    checks["commit_s"] = round(time.perf_counter() - t, 3)
