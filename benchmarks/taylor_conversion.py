@@ -3,7 +3,7 @@
 Builds an untrained Llama (hidden 1024, 12 layers, intermediate 2816 by default) with zkfp.zoo in
 a temp dir, then, each step in a fresh subprocess so its peak RSS (VmHWM) is its own:
   baseline   import torch + transformers + taylor, nothing else
-  calibrate  load the model with transformers, hook the MLP pre-activations (the whole model in RAM)
+  calibrate  the streamed calibration (one block at a time through a one-block shell)
   convert    the streaming conversion, from saved calibration statistics
   audit      the algebraic inversion of every layer, compared with the original
 and compares with the checkpoint's size and its largest layer's.

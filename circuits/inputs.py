@@ -142,7 +142,7 @@ class Release:
         self.prefix = next((p for p in fam.base_prefixes if p + fam.embed in self.tensors), None)
         if self.prefix is None:
             raise ReleaseError("release has no embedding tensor")
-        self.folder = SafetensorsFolder(self.path, weight_map, error=ReleaseError)
+        self.folder = SafetensorsFolder(self.path, weight_map, error=ReleaseError, source="release manifest")
         self._headers: dict[str, tuple[dict, int]] = {}  # file name -> (header, data start)
 
     # -- tensors --------------------------------------------------------------------------

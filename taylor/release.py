@@ -133,7 +133,7 @@ class ReleaseReader(TorchTensors):
         if not 1 <= self.n_terms <= MAX_TERMS:
             raise ReleaseError(f"release n_terms {self.n_terms} is outside 1..{MAX_TERMS}")
         self._check_files(verify)
-        self.tensors = SafetensorsFolder(self.path, weight_map, error=ReleaseError)
+        self.tensors = SafetensorsFolder(self.path, weight_map, error=ReleaseError, source="manifest")
         try:
             self._check_tensors()
         except (KeyError, TypeError, ValueError) as exc:

@@ -47,17 +47,17 @@ class SafetensorsFolder:
 
     `weight_map` (tensor name -> file name) says where each tensor lies; without it the folder's
     index, or else every `*.safetensors` file's header, says so. Failures raise `error` (a
-    ZkfpError subclass) naming the file or tensor.
+    ZkfpError subclass) naming the file or tensor; `source` names where the weight map came from.
     """
 
     def __init__(self, path: str | os.PathLike, weight_map: Mapping[str, str] | None = None, *,
-                 error: type[ZkfpError] = CheckpointError):
+                 error: type[ZkfpError] = CheckpointError, source: str = "the weight map"):
         self.path = Path(path)
         self.error = error
         self._handles: dict[str, object] = {}
         if weight_map is None:
             weight_map = self._discover()
-        self._file_of = {name: plain_file_name(f, error, "the weight map") for name, f in weight_map.items()}
+        self._file_of = {name: plain_file_name(f, error, source) for name, f in weight_map.items()}
 
     # -- where the tensors are -----------------------------------------------------------
     def _discover(self) -> dict[str, str]:
