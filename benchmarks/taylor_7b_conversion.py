@@ -7,8 +7,9 @@ Writes a bf16 Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, int
 weights, sharded one safetensors file per block plus embeddings and head, with
 `model.safetensors.index.json`. Then protects it in a fresh process with `taylor.protect`'s
 defaults (built-in calibration corpus, N = 12, fraction ≈ 0.70) and reports that process's peak
-RSS (VmHWM from /proc/self/status; ru_maxrss would carry the forking parent's peak across exec),
-the time of calibration and conversion, and the release's size and file count. The temporary
+RSS (VmHWM from /proc/self/status; ru_maxrss would carry the forking parent's peak across exec;
+reset through /proc/self/clear_refs between calibration and conversion, so each has its own
+peak), the time of each, and the release's size and file count. The temporary
 folder is deleted afterwards unless --keep is given.
 """
 
@@ -73,21 +74,29 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[3])
     import taylor.conversion as conversion
     ckpt, out = sys.argv[1], sys.argv[2]
-    times = {}
+
+    def status(key):
+        return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
+
+    figures = {"imports_rss_mib": status("VmRSS:")}
     real_calibrate = conversion.calibrate
 
     def timed_calibrate(*args, **kw):  # protect() calls calibrate, then convert
         start = time.perf_counter()
         calib = real_calibrate(*args, **kw)
-        times["calibrate_s"] = time.perf_counter() - start
+        figures["calibrate_s"] = time.perf_counter() - start
+        figures["calibrate_peak_mib"] = status("VmHWM:")
+        with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM: from here on, conversion's peak
+            f.write("5")
         return calib
 
     conversion.calibrate = timed_calibrate
     start = time.perf_counter()
     conversion.protect(ckpt, out)
-    times["protect_s"] = time.perf_counter() - start
-    hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
-    print(json.dumps({**times, "peak_rss_mib": hwm / 1024}))
+    figures["protect_s"] = time.perf_counter() - start
+    figures["convert_peak_mib"] = status("VmHWM:")
+    figures["peak_rss_mib"] = max(figures["calibrate_peak_mib"], figures["convert_peak_mib"])
+    print(json.dumps(figures))
 """)
 
 
@@ -119,8 +128,9 @@ def main(argv=None) -> int:
         clear = {info["dtype"] for name, info in manifest["tensors"].items() if not name.startswith("taylor.")}
         print(f"protect (defaults: N={manifest['n_terms']}, fraction {manifest['expanded_fraction']:.3f}, "
               f"{manifest['calibration']['tokens']} calibration tokens): {r['protect_s']:.0f} s "
-              f"(calibrate {r['calibrate_s']:.0f} s, convert {r['protect_s'] - r['calibrate_s']:.0f} s), "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB")
+              f"(calibrate {r['calibrate_s']:.0f} s, convert {r['protect_s'] - r['calibrate_s']:.0f} s)")
+        print(f"peak RSS {r['peak_rss_mib']:.0f} MiB: calibration {r['calibrate_peak_mib']:.0f} MiB, conversion "
+              f"{r['convert_peak_mib']:.0f} MiB (RSS after imports {r['imports_rss_mib']:.0f} MiB)")
         print(f"release: {rel_size / 2**30:.2f} GiB in {len(shard_files)} safetensors shards ({len(files)} files "
               f"with manifest and config); clear tensors stored as {sorted(clear)}")
         per_block = 2 * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE) / 2**20
