@@ -12,7 +12,6 @@ block in fp32 plus the calibration tokens' hidden states, whatever the number of
 from __future__ import annotations
 
 import codecs
-import copy
 import json
 import os
 from dataclasses import dataclass, field

@@ -16,12 +16,10 @@ import numpy as np
 
 from zkfp.errors import CheckpointError
 from zkfp.files import read_json
-from zkfp.safetensors_folder import INDEX_FILE, PICKLE_SUFFIXES, SafetensorsFolder  # noqa: F401 (re-exported)
+from zkfp.safetensors_folder import SafetensorsFolder
 
 if TYPE_CHECKING:
     import torch
-
-SINGLE_FILE = "model.safetensors"
 
 
 def to_torch(array: np.ndarray) -> "torch.Tensor":
