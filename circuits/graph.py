@@ -12,7 +12,11 @@ committed, never public):
       Q = X·diag(g_a)·W_qᵀ, K, V likewise, O = X·W_o      (k-row intermediates: cheap in ezkl)
       M_a = Σ_g,r,d Q K ,  M_b = Σ_g,r,d V O
       D_S = Σ_n (X·Θ_n) ⊙ w_n                            (W_down of expanded neurons, rebuilt)
-      M_f = (G_S ⊙ U_S)·D_Sᵀ + (G_F ⊙ U_F)·(X·W_d,F)ᵀ
+      M_f = (G_S ⊙ U_S)·D_Sᵀ + (G_F ⊙ U_F)·(X·W_d,F)ᵀ       (gated MLP; G = X·diag(g_m)·W_gateᵀ, U likewise)
+      M_f = U_S·D_Sᵀ + U_F·(X·W_d,F)ᵀ                     (plain MLP, GPT-2 / GPT-NeoX: activation-free)
+    For LayerNorm families X is the centred rows X·C (C = I − 11ᵀ/d), computed from the release
+    like the per-neuron weights w_n: with X centred, X·(W·diag(g)·C)ᵀ = X·diag(g)·Wᵀ and
+    (C·W_out)ᵀ·Xᵀ = W_outᵀ·Xᵀ, so the canonical form of fingerprint.invariants needs nothing more.
     output: concat of the 3·L k×k terms (layer-major, M_a, M_b, M_f).
 
 The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
@@ -101,18 +105,23 @@ def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
             terms += [g.einsum("igrd,jgd->ij", Q, K), g.einsum("igd,jgrd->ij", V, O)]
         if "mlp" not in layer.terms:
             continue
+        def neurons(block: str) -> list[str]:  # G (gated only) and U: X·diag(g_m)·Wᵀ
+            roles = ("gate_", "up_") if s.mlp == "gated" else ("up_",)
+            return [g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + r + block) for r in roles]
+
+        def product(GU: list[str]) -> str:
+            return GU[0] if len(GU) == 1 else g.op("Mul", GU)
+
         parts = []
         if layer.expanded:
-            Gs = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "gate_s")
-            Us = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "up_s")
+            GUs = neurons("s")
             Ds = g.op("ReduceSum", [g.op("Mul", [g.einsum("ia,nas->ins", X, p + "coeffs_s"), p + "lsq_s"]),
                                     g.const([1])], keepdims=0)
-            parts.append(g.einsum("is,js->ij", g.op("Mul", [Gs, Us]), Ds))
+            parts.append(g.einsum("is,js->ij", product(GUs), Ds))
         if layer.exact:
-            Gf = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "gate_f")
-            Uf = g.einsum("ia,a,sa->is", X, p + "mlp_gain", p + "up_f")
+            GUf = neurons("f")
             Df = g.einsum("ia,as->is", X, p + "down_f")
-            parts.append(g.einsum("is,js->ij", g.op("Mul", [Gf, Uf]), Df))
+            parts.append(g.einsum("is,js->ij", product(GUf), Df))
         terms.append(parts[0] if len(parts) == 1 else g.op("Add", parts))
     flat = [g.reshape(t, (k * k,)) for t in terms]
     g.nodes.append(helper.make_node("Concat", flat, [OUTPUT], axis=0))

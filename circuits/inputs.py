@@ -132,13 +132,11 @@ class Release:
             weight_map = {name: info["file"] for name, info in self.tensors.items()}
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ReleaseError(f"release manifest is malformed: {exc}") from None
-        self.arch = detect(self.config, CAUSAL_FAMILIES)
+        self.arch = detect(self.config, CAUSAL_FAMILIES)  # a non-causal family (BERT) is refused here
         fam = self.arch.family
-        if fam.mlp != "gated" or fam.norm != "rms" or fam.qkv is not None:
-            raise ReleaseError(f"the proof circuit supports gated RMSNorm families (Llama, Mistral, Qwen2); "
-                               f"this release is {fam.name}")
-        if not self.layout.get("gated") or self.layout.get("in_bias") or self.layout.get("down_bias"):
-            raise ReleaseError("the proof circuit supports gated MLPs without biases only")
+        if bool(self.layout.get("gated")) != (fam.mlp == "gated"):
+            raise ReleaseError(f"the release's MLP layout (gated: {self.layout.get('gated')}) is not "
+                               f"{fam.name}'s {fam.mlp} MLP")
         self.prefix = next((p for p in fam.base_prefixes if p + fam.embed in self.tensors), None)
         if self.prefix is None:
             raise ReleaseError("release has no embedding tensor")
@@ -193,6 +191,30 @@ def lsq_weights(activation: str, anchor: np.ndarray, orders=DEFAULT_ORDERS) -> n
     return weights(activation, anchor, orders).astype(np.float32)
 
 
+# How far a recovered point (anchor + folded bias) may lie from conversion's: solve_anchors'
+# last grid spacing is 5e-8, and |recovered − anchor − true bias| ≤ 3.5e-8 was measured on tiny
+# GPT-2 (tanh-GELU) and GPT-NeoX (erf-GELU) releases, all blocks. The consistency check allows it
+# as it allows the anchor's rounding (circuits.consistency): it matters only where c_n(p) nearly vanishes.
+POINT_FIT_ERROR = 1e-7
+
+
+def expansion_points(rel: Release, layer: int, coeffs: np.ndarray | None = None) -> np.ndarray:
+    """Where block `layer`'s expanded neurons' Taylor series are taken, p_j (fp64): the released
+    anchor, or, when conversion folded a first-layer bias b into it (GPT-2, GPT-NeoX: b is not
+    released), anchor + b recovered from the stored orders as the point whose coefficient vector
+    best explains them (taylor.effective.solve_anchors, as fingerprint.extract reads a release).
+    A public function of the release: prover and verifier derive the same points."""
+    anchor = rel.mlp(layer, "anchor").astype(np.float64)
+    if not rel.layout.get("in_bias") or anchor.size == 0:
+        return anchor
+    from taylor.effective import solve_anchors
+
+    theta = rel.mlp(layer, "coeffs") if coeffs is None else coeffs
+    if not np.isfinite(theta).all():
+        raise ReleaseError(f"taylor.layers.{layer}.coeffs holds non-finite values")
+    return solve_anchors(rel.activation, theta)
+
+
 def last_layers(rel: Release, n_layers: int) -> list[int]:
     total = rel.arch.dims.layers
     if total < n_layers:
@@ -208,35 +230,69 @@ def shape_of(rel: Release, k: int, n_layers: int, m: int, **overrides) -> Circui
         layers.append(LayerShape(expanded=s, exact=d.intermediate - s))
     return CircuitShape(k=k, hidden=d.hidden, heads=d.heads, kv_heads=d.kv_heads, head_dim=d.head_dim,
                         intermediate=d.intermediate, layers=tuple(layers), m=m,
-                        activation=rel.activation, **overrides)
+                        activation=rel.activation, mlp=rel.arch.family.mlp, **overrides)
+
+
+def attention(rel: Release, layer: int) -> dict[str, np.ndarray]:
+    """Block `layer`'s q, k, v (nn.Linear's (out, in)) and o (hidden, heads·head_dim), split out of
+    a fused projection (GPT-2: [q|k|v] along the output; GPT-NeoX: per head [q|k|v][head_dim]) and
+    transposed from GPT-2's Conv1D (in, out) storage, as zkfp.architectures.ModelReader reads them."""
+    fam, d = rel.arch.family, rel.arch.dims
+
+    def linear(role: str) -> np.ndarray:
+        w = rel.get(rel.key(role + ".weight", layer))
+        return np.ascontiguousarray(w.T) if fam.conv1d else w
+
+    out = {"o": linear(fam.o)}
+    if fam.qkv is None:
+        return out | {r: linear(getattr(fam, r)) for r in ("q", "k", "v")}
+    fused = linear(fam.qkv)
+    if fused.shape[0] != 3 * d.heads * d.head_dim:
+        raise ReleaseError(f"{fam.qkv} of layer {layer} has {fused.shape[0]} rows, expected "
+                           f"3 × {d.heads} heads × {d.head_dim}")
+    if fam.name == "gpt_neox":
+        parts = fused.reshape(d.heads, 3, d.head_dim, -1).transpose(1, 0, 2, 3).reshape(3, d.heads * d.head_dim, -1)
+    else:
+        parts = fused.reshape(3, d.heads * d.head_dim, -1)
+    return out | {r: np.ascontiguousarray(w) for r, w in zip("qkv", parts)}
 
 
 def release_inputs(rel: Release, shape: CircuitShape, token_ids: list[int]) -> list[np.ndarray]:
-    """The circuit's inputs, in `shape.input_specs()` order, float32."""
+    """The circuit's inputs, in `shape.input_specs()` order, float32. LayerNorm families' token
+    rows are centred (X·C, fingerprint.invariants.canonical_tokens): the circuit then needs no
+    centring of its own (circuits.graph)."""
     fam = rel.arch.family
     vocab = rel.vocab()
     if any(not 0 <= t < vocab for t in token_ids) or len(token_ids) != shape.k:
         raise ReleaseError(f"token ids must be {shape.k} ids below the vocabulary size {vocab}")
     emb = rel.get(rel.key(fam.embed))
-    out: list[np.ndarray] = [emb[np.asarray(token_ids, dtype=np.int64)].copy()]
+    tokens = emb[np.asarray(token_ids, dtype=np.int64)].copy()
     del emb
+    if fam.norm == "layer":
+        tokens = (tokens - tokens.mean(axis=1, keepdims=True, dtype=np.float64)).astype(np.float32)
+    named: dict[str, np.ndarray] = {"tokens": tokens}
     orders = list(shape.orders)
-    for i in last_layers(rel, len(shape.layers)):
-        w = lambda role: rel.get(rel.key(role + ".weight", i))  # noqa: E731
-        anchor = rel.mlp(i, "anchor")
+    first = "gate_" if rel.layout.get("gated") else "up_"   # the circuit's name for the release's in_weight
+    for j, i in enumerate(last_layers(rel, len(shape.layers))):
         coeffs = rel.mlp(i, "coeffs")
         if max(orders) >= coeffs.shape[0]:
             raise ReleaseError(f"release has {coeffs.shape[0]} Taylor orders, the circuit reads orders {orders}")
-        out += [
-            rel.get(rel.key(fam.attn_norm + ".weight", i)), w(fam.q), w(fam.k), w(fam.v), w(fam.o),
-            rel.get(rel.key(fam.mlp_norm + ".weight", i)),
-            rel.mlp(i, "in_weight"), rel.mlp(i, "up_weight"),
-            np.ascontiguousarray(coeffs[orders]), lsq_weights(rel.activation, anchor, shape.orders),
-            rel.mlp(i, "exact_in_weight"), rel.mlp(i, "exact_up_weight"), rel.mlp(i, "exact_down_weight"),
-        ]
-    for (name, want), arr in zip(shape.input_specs(), out):
-        if tuple(arr.shape) != tuple(want):
-            raise ReleaseError(f"circuit input {name} has shape {arr.shape}, the circuit expects {want}")
+        layer = {"attn_gain": rel.get(rel.key(fam.attn_norm + ".weight", i)), **attention(rel, i),
+                 "mlp_gain": rel.get(rel.key(fam.mlp_norm + ".weight", i)),
+                 first + "s": rel.mlp(i, "in_weight"), "coeffs_s": np.ascontiguousarray(coeffs[orders]),
+                 "lsq_s": lsq_weights(rel.activation, expansion_points(rel, i, coeffs), shape.orders),
+                 first + "f": rel.mlp(i, "exact_in_weight"), "down_f": rel.mlp(i, "exact_down_weight")}
+        if rel.layout.get("gated"):
+            layer |= {"up_s": rel.mlp(i, "up_weight"), "up_f": rel.mlp(i, "exact_up_weight")}
+        del coeffs
+        named |= {f"l{j}.{role}": arr for role, arr in layer.items()}
+    out = []
+    for name, want in shape.input_specs():
+        arr = named.get(name)
+        if arr is None or tuple(arr.shape) != tuple(want):
+            got = "nothing" if arr is None else f"shape {arr.shape}"
+            raise ReleaseError(f"circuit input {name}: the release gives {got}, the circuit expects {want}")
         if not np.isfinite(arr).all():
             raise ReleaseError(f"circuit input {name} holds non-finite values (NaN or inf): no fingerprint to prove")
+        out.append(arr)
     return out

@@ -81,6 +81,7 @@ class CircuitShape:
     layers: tuple[LayerShape, ...]  # the last L layers, in order
     m: int                  # length of v
     activation: str = "silu"
+    mlp: str = "gated"      # "plain" (GPT-2, GPT-NeoX): no gate; M_f = X·W_upᵀ·W_downᵀ·Xᵀ
     orders: tuple[int, ...] = DEFAULT_ORDERS
     encoder: str = "gaussian-projection/1"
     input_scale: int = INPUT_SCALE
@@ -98,13 +99,15 @@ class CircuitShape:
     extra: tuple = field(default=())
 
     def __post_init__(self):
+        if self.mlp not in ("gated", "plain"):
+            raise ValueError(f"mlp must be 'gated' or 'plain', not {self.mlp!r}")
         whole = tuple(LayerShape(l.expanded, l.exact, self.kv_heads if l.groups is None else l.groups,
                                  self.head_dim if l.dims is None else l.dims) for l in self.layers)
         object.__setattr__(self, "layers", whole)
 
     @classmethod
     def for_model(cls, *, hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int,
-                  layers: tuple[LayerShape, ...], activation: str) -> "CircuitShape":
+                  layers: tuple[LayerShape, ...], activation: str, mlp: str = "gated") -> "CircuitShape":
         """The spec's circuit for a model of these dimensions: everything else (k, L, m, orders,
         encoder, scales) is pinned by the fingerprint spec and this module, never by a bundle."""
         from fingerprint import spec as fspec
@@ -114,14 +117,14 @@ class CircuitShape:
         layers = tuple(LayerShape(l.expanded, l.exact) for l in layers)
         return cls(k=fspec.K_TOKENS, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                    intermediate=intermediate, layers=layers, m=fspec.M_DIM, activation=activation,
-                   encoder=fspec.ENCODER)
+                   mlp=mlp, encoder=fspec.ENCODER)
 
     def departures_from_spec(self) -> list[str]:
         """What this shape sets differently from the pinned spec (empty for the spec's own circuit)."""
         try:
             canonical = CircuitShape.for_model(hidden=self.hidden, heads=self.heads, kv_heads=self.kv_heads,
                                                head_dim=self.head_dim, intermediate=self.intermediate,
-                                               layers=self.layers, activation=self.activation)
+                                               layers=self.layers, activation=self.activation, mlp=self.mlp)
         except ValueError as exc:
             return [str(exc)]
         names = {"k": "k (selected tokens)", "m": "m (length of v)"}
@@ -134,6 +137,8 @@ class CircuitShape:
         d["layers"] = [asdict(l) for l in self.layers]
         d["orders"] = list(self.orders)
         d["extra"] = list(self.extra)
+        if self.mlp == "gated":  # the field came with plain MLPs: gated shapes keep their keys
+            del d["mlp"]
         return d
 
     @classmethod
@@ -162,12 +167,15 @@ class CircuitShape:
                         (p + "o", (h, q))]
             if "mlp" in l.terms:
                 out += [(p + "mlp_gain", (h,))]
+            # a plain MLP has no gate: its first projection (the release's in_weight) is up_s/up_f
+            gate = self.mlp == "gated"
             if l.expanded:
-                out += [(p + "gate_s", (l.expanded, h)), (p + "up_s", (l.expanded, h)),
-                        (p + "coeffs_s", (len(self.orders), h, l.expanded)),
+                out += [(p + "gate_s", (l.expanded, h))] * gate + [
+                        (p + "up_s", (l.expanded, h)), (p + "coeffs_s", (len(self.orders), h, l.expanded)),
                         (p + "lsq_s", (len(self.orders), l.expanded))]
             if l.exact:
-                out += [(p + "gate_f", (l.exact, h)), (p + "up_f", (l.exact, h)), (p + "down_f", (h, l.exact))]
+                out += [(p + "gate_f", (l.exact, h))] * gate + [(p + "up_f", (l.exact, h)),
+                                                               (p + "down_f", (h, l.exact))]
         return out
 
     def n_inputs(self) -> int:
@@ -200,7 +208,8 @@ class CircuitShape:
         r = self.heads // self.kv_heads
         for l in self.layers:
             q, kv = l.groups * r * l.dims, l.groups * l.dims
-            outs = self.k * (2 * q + 2 * kv) + 3 * self.k * (l.expanded + l.exact) + len(l.terms) * self.k * self.k
+            per_neuron = 3 if self.mlp == "gated" else 2  # k-row projections per neuron
+            outs = self.k * (2 * q + 2 * kv) + per_neuron * self.k * (l.expanded + l.exact) + len(l.terms) * self.k * self.k
             cells += 2 * outs
         cells += sum("mlp" in l.terms for l in self.layers) * self.k * self.k * 47  # M_f is the one term rescaled
         cells += 20_000

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from taylor import jets
 from taylor.release import ReleaseReader
+
+if TYPE_CHECKING:  # torch only where tensors are built: circuits.inputs (numpy-only) calls solve_anchors
+    import torch
 
 
 @dataclass
@@ -83,6 +86,8 @@ def recover_down(activation: str, theta: np.ndarray, t: np.ndarray) -> tuple[np.
 
 def effective_mlp(release: ReleaseReader | str | os.PathLike, layer: int) -> EffectiveMLP:
     """Block `layer`'s MLP reconstructed from the release (exact neurons as released)."""
+    import torch
+
     r = _reader(release)
     m = r.mlp(layer, torch.float32)
     s_idx, f_idx = torch.from_numpy(r.expanded(layer)), torch.from_numpy(r.exact(layer))

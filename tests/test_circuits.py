@@ -219,3 +219,177 @@ def test_lsq_weights_rebuild_down_projection():
     w = lsq_weights("silu", a, (1, 2))
     rebuilt = (theta[[1, 2]] * w[:, None, :]).sum(0)
     assert np.allclose(rebuilt, w_down, atol=1e-5)
+
+
+# -- plain-MLP LayerNorm families (GPT-2, GPT-NeoX) -------------------------------------------
+
+PLAIN_FAMILIES = ("gpt2", "gpt_neox")
+
+
+@pytest.fixture(scope="module")
+def plain_releases(tiny_models, tmp_path_factory):
+    """family -> (release folder, circuit shape, the whole circuit inputs by name, source
+    checkpoint): tiny GPT-2
+    (Conv1D weights, fused [q|k|v], tanh-GELU) and GPT-NeoX (per-head fused qkv, erf-GELU),
+    trained 5 steps (their MLP biases are then non-zero), Taylor-protected with the defaults."""
+    import taylor
+    from circuits.inputs import Release, release_inputs, shape_of
+    from fingerprint import spec
+
+    out = {}
+    for family in PLAIN_FAMILIES:
+        src = tiny_models(family, seed=0, steps=5)
+        rel_dir = taylor.protect(src, tmp_path_factory.mktemp(family) / "rel")
+        rel = Release(rel_dir)
+        shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+        inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
+        out[family] = rel_dir, shape, {name: a for (name, _), a in zip(shape.input_specs(), inputs)}, src
+    return out
+
+
+def _cosine(a, b) -> float:
+    import numpy as np
+
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _v(shape, terms):
+    from circuits.finish import v_from_terms
+    from circuits.projection import load_projection
+
+    return v_from_terms(terms, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+
+
+@pytest.mark.parametrize("family", PLAIN_FAMILIES)
+def test_plain_mlp_circuit_matches_fingerprint_extract(plain_releases, family):
+    """A LayerNorm family's circuit reads centred token rows, q/k/v split from the fused
+    projection, and no gate (M_f = X·W_upᵀ·W_downᵀ·Xᵀ, the expanded neurons' W_down rebuilt at
+    the points recovered from the orders): its float reference gives fingerprint.extract's v."""
+    import numpy as np
+
+    from circuits.graph import reference_terms
+    from fingerprint.extract import extract
+
+    rel_dir, shape, tensors, _ = plain_releases[family]
+    assert shape.mlp == "plain" and not any("gate" in n for n in tensors)
+    assert np.abs(tensors["tokens"].mean(axis=1)).max() < 1e-6, "token rows centred (X·C)"
+    v = _v(shape, reference_terms(shape, [tensors[n] for n, _ in shape.input_specs()]))
+    assert _cosine(v, np.array(extract(rel_dir).v)) > 0.999999
+
+
+@pytest.mark.parametrize("family", PLAIN_FAMILIES)
+def test_plain_mlp_weights_are_taken_at_the_anchor_plus_the_folded_bias(plain_releases, family):
+    """The release folds the first-layer bias b into its anchors and does not release it: the
+    public per-neuron weights w_n are computed at anchor + b, b recovered from the stored orders
+    to within POINT_FIT_ERROR of the source checkpoint's."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from circuits.inputs import POINT_FIT_ERROR, Release, expansion_points, lsq_weights
+
+    rel_dir, shape, tensors, src = plain_releases[family]
+    rel = Release(rel_dir)
+    fam = rel.arch.family
+    source = load_file(str(src / "model.safetensors"))
+    prefix = next(p for p in fam.base_prefixes if p + fam.embed in source)
+    for j, i in enumerate((0, 1)):  # the fingerprint's last two blocks: all of a tiny model's
+        s = np.asarray(rel.layers_info[i]["expanded"])
+        b = source[prefix + fam.layer.format(i=i) + fam.up + ".bias"][s].astype(np.float64)
+        anchor = rel.mlp(i, "anchor").astype(np.float64)
+        assert np.abs(b).max() > 1e3 * POINT_FIT_ERROR
+        assert np.abs(expansion_points(rel, i) - (anchor + b)).max() <= POINT_FIT_ERROR
+        assert np.array_equal(tensors[f"l{j}.lsq_s"], lsq_weights(rel.activation, expansion_points(rel, i)))
+
+
+@pytest.mark.parametrize("family", PLAIN_FAMILIES)
+def test_plain_mlp_chunks_give_the_same_fingerprint(plain_releases, family):
+    """Cut into attention and neuron-block chunks (head blocks of q/k/v/o, neuron blocks of
+    up/coeffs/lsq/down), the partial terms add up to the fingerprint extract computes."""
+    import numpy as np
+    from test_chunks import _by_weights, _chunk_terms
+
+    from circuits.plan import make_plan
+    from fingerprint.extract import extract
+
+    rel_dir, shape, tensors, _ = plain_releases[family]
+    plan = make_plan(shape, 17, 3_000, fits=_by_weights)
+    assert len(plan.terms_chunks) > 4
+    v = _v(shape, _chunk_terms(plan, tensors).reshape(-1))
+    assert _cosine(v, np.array(extract(rel_dir).v)) > 0.999999
+
+
+def test_plain_mlp_shapes_have_their_own_key_and_gated_keys_are_unchanged():
+    from dataclasses import replace
+
+    from circuits.spec import CircuitShape, LayerShape
+
+    gated = CircuitShape.for_model(hidden=64, heads=4, kv_heads=4, head_dim=16, intermediate=256,
+                                   layers=(LayerShape(179, 77),) * 2, activation="gelu_tanh")
+    plain = replace(gated, mlp="plain")
+    assert "mlp" not in gated.to_json(), "shapes from before plain MLPs keep their keys"
+    assert CircuitShape.from_json(plain.to_json()) == plain and plain.key() != gated.key()
+    assert plain.departures_from_spec() == []
+    assert [n for n, _ in plain.input_specs() if n.startswith("l0.") and n.endswith(("_s", "_f"))] == \
+        ["l0.up_s", "l0.coeffs_s", "l0.lsq_s", "l0.up_f", "l0.down_f"]
+    with pytest.raises(ValueError, match="mlp must be"):
+        replace(gated, mlp="moe")
+
+
+def test_plain_mlp_release_is_consistent_and_an_order_from_another_model_is_refused(plain_releases, tiny_models,
+                                                                                    tmp_path):
+    """verify --release's Taylor check on a GPT-NeoX release (bias folded, not released): honest
+    orders pass at float32 noise; one order of the last block taken from another model is refused."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    import taylor
+    from circuits.consistency import RTOL, check_taylor_consistency
+    from circuits.inputs import Release
+    from zkfp.errors import ReleaseError
+
+    rel_dir = plain_releases["gpt_neox"][0]
+    report = check_taylor_consistency(Release(rel_dir), [0, 1])
+    assert max(r["coeffs"] for r in report.values()) < RTOL / 2
+    other = taylor.protect(tiny_models("gpt_neox", seed=1, steps=5), tmp_path / "other")
+    mixed = tmp_path / "mixed"
+    shutil.copytree(rel_dir, mixed)
+    name, key = "layer-00001.safetensors", "taylor.layers.1.coeffs"
+    mine, theirs = load_file(str(mixed / name)), load_file(str(other / name))
+    mine[key][5] = theirs[key][5]
+    save_file(mine, str(mixed / name))
+    with pytest.raises(ReleaseError, match=r"taylor.layers.1.coeffs order \d+, neuron"):
+        check_taylor_consistency(Release(mixed), [1])
+
+
+def test_plain_mlp_release_check_runs_without_torch(plain_releases):
+    """The verifier's release path for an erf-GELU release (GPT-NeoX): inputs, recovered points
+    and the Taylor check, with torch and transformers unimportable."""
+    rel_dir = plain_releases["gpt_neox"][0]
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+            "from circuits.consistency import check_taylor_consistency\n"
+            "from circuits.inputs import Release, release_inputs, shape_of\n"
+            "from fingerprint import spec\n"
+            f"rel = Release({str(rel_dir)!r}); shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)\n"
+            "release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))\n"
+            "check_taylor_consistency(rel, [0, 1])\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_release_of_a_non_causal_family_is_refused(plain_releases, tmp_path):
+    """A BERT config in a release manifest (taylor.protect makes none): refused by name."""
+    import json
+    import shutil
+
+    from circuits.inputs import Release
+    from zkfp.errors import ZkfpError
+    from zkfp.zoo.tiny import tiny_config
+
+    bad = tmp_path / "bert"
+    shutil.copytree(plain_releases["gpt2"][0], bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["source"]["config"] = tiny_config("bert").to_dict()
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ZkfpError, match="unsupported architecture 'bert'"):
+        Release(bad)
