@@ -417,15 +417,25 @@ def test_failed_prove_with_force_leaves_the_old_bundle_whole(copy, release):
     assert _files(copy) == before
 
 
-def test_prove_refuses_families_the_circuit_does_not_cover(tiny_models, tmp_path):
-    import taylor
-    from prover import prove
-    from zkfp.errors import ZkfpError
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_layernorm_families_prove_and_verify(tiny_models, tmp_path, family):
+    """GPT-2 and GPT-NeoX releases (LayerNorm, fused qkv, plain GELU MLP with a folded bias):
+    proved, and verified without and against the release; v is the float fingerprint's."""
+    import numpy as np
 
-    rel = taylor.protect(tiny_models("gpt2", seed=0, steps=5), tmp_path / "rel")
-    with pytest.raises(ZkfpError, match="supports gated RMSNorm families"):
-        prove(rel, tmp_path / "b", dev_srs=True, progress=False)
-    assert not (tmp_path / "b").exists()
+    import taylor
+    from fingerprint.extract import extract
+    from prover import prove
+
+    rel = taylor.protect(tiny_models(family, seed=0, steps=5), tmp_path / "rel")
+    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["family"] == family and m["circuit"]["shape"]["mlp"] == "plain"
+    assert _verify(out).ok
+    res = _verify(out, rel)
+    assert res.ok and res.checks["consistency"] == "ok", res.reasons
+    v, ref = np.array(res.v), np.array(extract(rel).v)
+    assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) >= 0.99
 
 
 def test_cli_exit_codes(bundle, release, tmp_path):
