@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--terms", type=int, default=None, metavar="N",
                    help="Taylor terms per expanded neuron (default 12; 1..32)")
     p.add_argument("--calibration", default=None, metavar="FILE",
-                   help="calibration text (tokenised with the checkpoint's tokenizer) or token ids "
-                        "(JSON list or whitespace-separated integers); default: a built-in corpus")
+                   help="calibration text (UTF-8, or UTF-16/32 with a byte-order mark; tokenised with the "
+                        "checkpoint's tokenizer) or token ids (JSON list or whitespace-separated integers); "
+                        "default: a built-in corpus")
     p.add_argument("--fraction", type=float, default=None,
                    help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70)")
     p.add_argument("--force", action="store_true", help="replace RELEASE_DIR if it exists")
