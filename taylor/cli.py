@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--prompt", help="prompt text (tokenised with the release's tokenizer)")
     src.add_argument("--prompt-ids", help="prompt token ids, comma- or space-separated")
     g.add_argument("--max-new-tokens", type=int, default=32, metavar="K")
+    g.add_argument("--stats", action="store_true",
+                   help="also report, per block and in total, how often an expanded neuron's pre-activation "
+                        "left the guard radius and was evaluated only to the guard order")
     g.set_defaults(handler=_generate)
 
     a = sub.add_parser("audit", help="measure how much of the MLP weights a release gives away")
@@ -56,9 +59,11 @@ def _parse_ids(text: str) -> list[int]:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
     import torch
 
-    from taylor.runtime import load_release
+    from taylor.runtime import guard_counts, load_release
     from zkfp.errors import ZkfpError
 
     if args.max_new_tokens < 1:
@@ -81,7 +86,7 @@ def _generate(args: argparse.Namespace) -> int:
         raise ZkfpError("the prompt is empty")
     if any(t >= vocab for t in ids):
         raise ZkfpError(f"prompt token id {max(ids)} is outside the vocabulary (size {vocab})")
-    with torch.no_grad():
+    with torch.no_grad(), guard_counts(model) if args.stats else nullcontext() as counts:
         out = model.generate(torch.tensor([ids]), max_new_tokens=args.max_new_tokens, do_sample=False,
                              pad_token_id=model.generation_config.pad_token_id
                              if model.generation_config.pad_token_id is not None else 0)
@@ -90,7 +95,22 @@ def _generate(args: argparse.Namespace) -> int:
         print(tokenizer.decode(new))
     else:
         print(" ".join(map(str, new)))
+    if counts is not None:
+        print("\n".join(_stats_lines(counts, model)))
     return 0
+
+
+def _stats_lines(counts, model) -> list[str]:
+    from taylor.runtime import GuardCounts, TaylorMLP
+
+    mlp = next(m for m in model.modules() if isinstance(m, TaylorMLP))
+    total = GuardCounts(sum(c.evaluations for c in counts), sum(c.fell_back for c in counts))
+    lines = [f"guard fallbacks: (token, expanded neuron) evaluations whose |pre-activation - anchor| exceeded "
+             f"the guard radius, evaluated to order {mlp.guard_order} instead of {mlp.n_terms}",
+             f"{'block':>6} {'evaluations':>12} {'fell back':>10} {'fraction':>9}"]
+    rows = [(str(i), c) for i, c in enumerate(counts)] + [("total", total)]
+    lines += [f"{name:>6} {c.evaluations:>12} {c.fell_back:>10} {100 * c.fraction:8.3f}%" for name, c in rows]
+    return lines
 
 
 def _audit(args: argparse.Namespace) -> int:

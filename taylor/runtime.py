@@ -13,6 +13,8 @@ outside the region where the series converges, adding terms cannot make the outp
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,8 +31,23 @@ _ACT = {
 }
 
 
+@dataclass
+class GuardCounts:
+    """One block's guard tally: (token, expanded neuron) evaluations, and how many of them had
+    |δ| beyond the guard radius and were evaluated only to the guard order."""
+
+    evaluations: int = 0
+    fell_back: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.fell_back / self.evaluations if self.evaluations else 0.0
+
+
 class TaylorMLP(nn.Module):
     """One block's protected MLP, holding the release tensors as fp32 buffers."""
+
+    counts: GuardCounts | None = None  # set by guard_counts(); None: nothing is counted
 
     def __init__(self, tensors: dict[str, torch.Tensor], activation: str, guard_order: int):
         super().__init__()
@@ -48,6 +65,9 @@ class TaylorMLP(nn.Module):
         x = x.float()
         delta = F.linear(x, self.in_weight) - self.anchor
         outside = delta.abs() > self.guard_radius
+        if self.counts is not None and self.n_terms > self.guard_order:
+            self.counts.evaluations += outside.numel()
+            self.counts.fell_back += int(outside.sum())
         if self.gated:
             p = F.linear(x, self.up_weight)
             y = F.linear(p, self.coeffs[0])
@@ -127,4 +147,19 @@ def set_terms(model, n_terms: int) -> None:
             module.n_terms = n_terms
 
 
-__all__ = ["TaylorMLP", "load_release", "set_terms"]
+@contextmanager
+def guard_counts(model):
+    """Count guard fallbacks in every TaylorMLP of `model` while the block runs; yields one
+    GuardCounts per block, in block order (filled in as the model runs)."""
+    mlps = [m for m in model.modules() if isinstance(m, TaylorMLP)]
+    counts = [GuardCounts() for _ in mlps]
+    for m, c in zip(mlps, counts):
+        m.counts = c
+    try:
+        yield counts
+    finally:
+        for m in mlps:
+            m.counts = None
+
+
+__all__ = ["GuardCounts", "TaylorMLP", "guard_counts", "load_release", "set_terms"]

@@ -13,7 +13,7 @@ import torch
 from taylor import jets
 from taylor.conversion import protect
 from taylor.release import ReleaseReader
-from taylor.runtime import TaylorMLP, load_release, set_terms
+from taylor.runtime import TaylorMLP, guard_counts, load_release, set_terms
 from zkfp.errors import ReleaseError, ZkfpError
 from zkfp.files import sha256_file
 
@@ -140,6 +140,37 @@ def test_release_generates_the_original_greedy_tokens(released, family):
         ids = _greedy(original, PROMPTS[0], 48).unsqueeze(0)
         err = (original(ids).logits - protected(ids).logits).abs().max().item()
     assert err < 1e-2
+
+
+def test_guard_counts_tally_every_expanded_evaluation_and_each_fallback():
+    x = torch.tensor([[-6.0], [-1.0], [0.0], [2.0], [5.0]])  # |x| > 0.75π at -6 and 5
+    mlp = _scalar_mlp(8, 0.75 * math.pi)
+    with torch.no_grad():
+        mlp(x)  # outside guard_counts(): nothing is counted
+        with guard_counts(mlp) as counts:
+            mlp(x)
+            mlp(x[:2])
+    assert mlp.counts is None
+    assert (counts[0].evaluations, counts[0].fell_back) == (7, 3)
+    assert counts[0].fraction == pytest.approx(3 / 7)
+
+
+def test_guard_counts_of_a_generation_cover_every_token_and_block(released):
+    ckpt, rel = released("llama")
+    model = load_release(rel)
+    ids = _ids(PROMPTS[0])
+    with torch.no_grad(), guard_counts(model) as counts:
+        model.generate(ids, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0)
+    layers = json.loads((rel / "manifest.json").read_text())["layers"]
+    tokens = ids.shape[1] + 5 - 1  # the prompt, then each generated token but the last is fed back
+    assert [c.evaluations for c in counts] == [tokens * len(layer["expanded"]) for layer in layers]
+    for m in model.modules():
+        if isinstance(m, TaylorMLP):
+            m.guard_radius.zero_()  # every element is now beyond the guard
+    with torch.no_grad(), guard_counts(model) as counts:
+        model(ids)
+    assert all(c.fell_back == c.evaluations == ids.shape[1] * len(layer["expanded"])
+               for c, layer in zip(counts, layers))
 
 
 def test_bf16_sharded_llama_release(tiny_models, tmp_path):

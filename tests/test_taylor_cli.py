@@ -55,6 +55,25 @@ def test_protect_generate_audit(tiny_models, tmp_path, capsys):
     assert rc == 0 and json.loads((rel / "manifest.json").read_text())["n_terms"] == 4
 
 
+def test_generate_stats_reports_guard_fallbacks_per_block(tiny_models, tmp_path, capsys):
+    ckpt = tiny_models("llama")
+    rel = tmp_path / "rel"
+    assert _run(capsys, "protect", ckpt, "--out", rel, "--terms", 6)[0] == 0
+    rc, plain, _ = _run(capsys, "generate", rel, "--prompt", "the quiet fox", "--max-new-tokens", 8)
+    rc, out, _ = _run(capsys, "generate", rel, "--prompt", "the quiet fox", "--max-new-tokens", 8, "--stats")
+    assert rc == 0 and out.startswith(plain)  # the same text, then the tally
+    lines = out[len(plain):].strip().splitlines()
+    assert "order 2 instead of 6" in lines[0]
+    rows = {ln.split()[0]: ln.split()[1:] for ln in lines[2:]}
+    layers = json.loads((rel / "manifest.json").read_text())["layers"]
+    assert list(rows) == [str(i) for i in range(len(layers))] + ["total"]
+    evaluations = [int(rows[str(i)][0]) for i in range(len(layers))]
+    fell_back = [int(rows[str(i)][1]) for i in range(len(layers))]
+    assert all(e > 0 for e in evaluations) and all(0 <= f <= e for f, e in zip(fell_back, evaluations))
+    assert rows["total"][:2] == [str(sum(evaluations)), str(sum(fell_back))]
+    assert rows["total"][2] == f"{100 * sum(fell_back) / sum(evaluations):.3f}%"
+
+
 def test_calibration_files(tiny_models, tmp_path, capsys):
     ckpt = tiny_models("llama")
     text = tmp_path / "calib.txt"
