@@ -68,8 +68,8 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
     from circuits import srs as srs_mod
     from circuits.plan import make_plan
     from fingerprint import render
-    from prover.runner import RayRunner
     from fingerprint import spec as fspec
+    from prover.runner import RayRunner
 
     if srs is None and not dev_srs:
         raise ZkfpError("no SRS: pass --srs FILE (a ceremony SRS, e.g. kzg17.srs) or --dev-srs "

@@ -64,8 +64,7 @@ class RayRunner:
         cpus = self.cpus_per_task
         if self.address is None:
             cpus = max(1, self.cpus_per_task * self.workers // min(tasks, self.workers))
-        # max_calls=1: a fresh worker per task, so its memory is returned and its peak is its own
-        return {"num_cpus": cpus, "memory": self.task_memory, "max_retries": 2, "max_calls": 1,
+        return {"num_cpus": cpus, "memory": self.task_memory, "max_retries": 2,
                 "runtime_env": {"env_vars": {"RAYON_NUM_THREADS": str(cpus), "ZKFP_CACHE": str(cache_dir())}}}
 
     def _run(self, calls: list[tuple[str, object, tuple]], what: str, already: int = 0) -> dict[str, dict]:
@@ -78,7 +77,8 @@ class RayRunner:
             self.bar.advance()
         remote, options = {}, self._options(len(calls))
         for label, fn, args in calls:
-            remote[ray.remote(fn).options(**options).remote(*args)] = label
+            # max_calls=1: a fresh worker per task, so its memory is returned and its peak is its own
+            remote[ray.remote(max_calls=1)(fn).options(**options).remote(*args)] = label
         pending, costs = list(remote), {}
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -503,3 +503,42 @@ def test_bf16_release_proves_and_verifies(bundle, tmp_path):
     assert _verify(out).ok
     res = _verify(out, rel)
     assert res.ok, res.reasons
+
+
+def test_a_huge_private_factor_cannot_satisfy_the_encoder(release, bundle, tmp_path):
+    """The prover's one free input, u_t (not range-checked, like every committed input): honest
+    values satisfy every constraint with every check 1; a field element far outside the fixed-point
+    range for one term breaks a constraint or that term's check."""
+    import ezkl
+    import numpy as np
+
+    from circuits import pipeline
+    from circuits.finish import CHECK_TOL, ints_to_felts, inverse_sigmas, v_from_public
+    from circuits.graph import reference_terms
+    from circuits.inputs import Release, release_inputs, shape_of
+    from circuits.plan import make_plan
+    from fingerprint import spec
+    from verifier.commit import quantise
+
+    rel = Release(release)
+    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    terms = reference_terms(shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k)))
+    felts = ints_to_felts([int(round(x * 2.0 ** 60)) for x in terms])
+    plan = make_plan(shape, pipeline.logrows_for(shape))
+    encoder = pipeline.build(plan.chunks[-1].part, plan.logrows)
+    u = quantise(np.sqrt(inverse_sigmas(felts, shape)), shape.enc_input_scale)
+    scale = encoder.settings_json()["model_output_scales"][0]
+
+    def attempt(u_felts) -> bool:
+        (tmp_path / "in.json").write_text(json.dumps({"input_data": [felts, u_felts]}))
+        try:
+            w = ezkl.gen_witness(str(tmp_path / "in.json"), str(encoder.compiled), str(tmp_path / "w.json"))
+            _, checks = v_from_public([ezkl.felt_to_float(f, scale) for f in w["outputs"][0]], shape)
+            ezkl.mock(str(tmp_path / "w.json"), str(encoder.compiled))
+        except BaseException:  # noqa: BLE001 - ezkl panics are BaseExceptions
+            return False
+        return bool(np.all(np.abs(checks - 1) <= CHECK_TOL))
+
+    assert attempt(u), "the honest factor satisfies the encoder"
+    huge = ints_to_felts([2 ** 200])[0]
+    assert not attempt([huge] + u[1:])

@@ -1,0 +1,272 @@
+"""Chunked proofs (circuits.plan) on real model shapes: what they cost here, and what they would cost elsewhere.
+
+    python benchmarks/chunked_proofs.py end-to-end smollm2-135m   # protect, prove, verify a whole checkpoint
+    python benchmarks/chunked_proofs.py per-chunk qwen2-0.5b      # setup and one proof per distinct circuit
+    python benchmarks/chunked_proofs.py workers                   # the same chunked proof with 1 and 2 Ray workers
+    python benchmarks/chunked_proofs.py per-weight                # hidden 128: one 2^19 circuit vs chunks at 2^18
+    python benchmarks/chunked_proofs.py project llama-3-8b --costs FILE.json [FILE.json ...]
+
+Shapes are the published configs (benchmarks/shapes.py) with seeded weights: cost does not depend
+on training. `end-to-end` writes the checkpoint as bf16 shards, protects it with the defaults,
+proves it with `zkfp prove`'s library call (Ray, this machine), and verifies it without and with
+the release. `per-chunk` lays out the spec's plan with ezkl and, for each distinct circuit, runs
+its setup and one proof on inputs of the right shapes (random values: proving cost is the
+same for any values), each in a fresh process whose peak RSS (VmHWM) is reported. `project`
+multiplies measured per-circuit-kind costs by a plan's chunk counts. Every mode prints a table and
+can write its measurements with --out FILE.json (the input of `project`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+CHUNK_LOGROWS = 18
+
+
+def kind_of(chunk) -> str:
+    return chunk.part.kind if chunk.part.kind != "terms" or chunk.name == "terms" else chunk.name.split(".")[1]
+
+
+def weights_read(chunk) -> int:
+    return chunk.part.shape.weight_elements() if chunk.part.kind == "terms" else 0
+
+
+# -- one process per measured task --------------------------------------------------------------
+def _in_fresh_process(fn, *args):
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _setup(part_json: dict, logrows: int, srs: str, sha: str) -> dict:
+    from prover.tasks import setup_circuit
+
+    return setup_circuit(part_json, logrows, srs, sha)
+
+
+def _prove_synthetic(name: str, part_json: dict, logrows: int, srs: str, work: str) -> dict:
+    """One proof of the circuit on random inputs of its shapes (committed partials as field elements)."""
+    from circuits.finish import ints_to_felts
+    from circuits.pipeline import input_json
+    from circuits.plan import Part
+    from prover.tasks import prove_chunk
+
+    part = Part.from_json(part_json)
+    rng = np.random.default_rng(0)
+    path = Path(work) / f"{name}.input.json"
+    if part.kind == "terms":
+        path.write_text(input_json([rng.normal(0, 0.05, dims) for _, dims in part.shape.input_specs()]))
+    else:
+        io = part.committed_io()["inputs"]
+        data = [ints_to_felts(rng.integers(-2 ** 40, 2 ** 40, int(np.prod(d))).tolist())
+                for n, d in io if n.startswith("partial")]
+        if part.kind == "encoder":
+            data.append([2.0 ** -10] * part.shape.n_terms())
+        path.write_text(json.dumps({"input_data": data}))
+    return prove_chunk(name, part_json, logrows, srs, str(path), work)
+
+
+def per_chunk(shape, logrows: int = CHUNK_LOGROWS, budget: int | None = None) -> dict:
+    """The plan of `shape`, and the setup and one proof of each of its distinct circuits."""
+    from circuits import pipeline
+    from circuits.plan import make_plan
+    from circuits.srs import dev_srs
+
+    t = time.perf_counter()
+    plan = make_plan(shape, logrows, budget)
+    plan_s = time.perf_counter() - t
+    info = dev_srs(logrows)
+    circuits = {}
+    with tempfile.TemporaryDirectory(prefix="zkfp-chunk-bench-") as work:
+        for key, part in plan.parts.items():
+            first = next(c for c in plan.chunks if c.part.key() == key)
+            setup = _in_fresh_process(_setup, part.to_json(), logrows, str(info.path), info.sha256)
+            proof = _in_fresh_process(_prove_synthetic, first.name.replace("/", "_"), part.to_json(), logrows,
+                                      str(info.path), work)
+            circuits[key] = {"kind": kind_of(first), "rows": pipeline.part_rows(part), "weights": weights_read(first),
+                             "chunks": sum(c.part.key() == key for c in plan.chunks), **setup,
+                             "prove_s": proof["prove_s"], "prove_peak_bytes": proof["peak_rss_bytes"]}
+            print(f"  {first.name:>20} ({circuits[key]['kind']}): {circuits[key]['rows']:,} rows, setup "
+                  f"{setup['setup_s']:.0f} s, prove {proof['prove_s']:.0f} s, peak "
+                  f"{proof['peak_rss_bytes'] / 2**30:.1f} GiB", flush=True)
+    return {"logrows": logrows, "chunk_rows": plan.chunk_rows, "plan_s": plan_s, "chunks": len(plan.chunks),
+            "weights": shape.weight_elements(), "circuits": circuits,
+            "kinds": {k: sum(kind_of(c) == k for c in plan.chunks) for k in {kind_of(c) for c in plan.chunks}}}
+
+
+def report_per_chunk(label: str, m: dict, workers: int = 1) -> None:
+    cpu = sum(c["prove_s"] * c["chunks"] for c in m["circuits"].values())
+    setup = sum(c["setup_s"] for c in m["circuits"].values())
+    print(f"\n{label}: {m['chunks']} chunks at 2^{m['logrows']} rows ({m['kinds']}), {len(m['circuits'])} circuits, "
+          f"plan laid out in {m['plan_s']:.0f} s")
+    print("| circuit | rows | weights per chunk | chunks | setup s | prove s | peak GiB |\n|---|---|---|---|---|---|---|")
+    for c in m["circuits"].values():
+        print(f"| {c['kind']} | {c['rows']:,} | {c['weights']:,} | {c['chunks']} | {c['setup_s']:.0f} | "
+              f"{c['prove_s']:.0f} | {c['prove_peak_bytes'] / 2**30:.1f} |")
+    print(f"projected here: setup {setup / 60:.0f} min + proofs {cpu / 60:.0f} min (one at a time, 2 threads); "
+          f"{1000 * cpu / m['weights']:.3f} ms of proving per weight read ({m['weights']:,} weights)")
+
+
+# -- modes ------------------------------------------------------------------------------------
+def end_to_end(name: str, workers: int | None) -> dict:
+    import taylor
+    from prover import prove
+    from shapes import llama_config, write_checkpoint
+    from verifier import verify_bundle
+
+    with tempfile.TemporaryDirectory(prefix="zkfp-e2e-") as tmp:
+        tmp = Path(tmp)
+        t = time.perf_counter()
+        ckpt = write_checkpoint(tmp / "ckpt", llama_config(name))
+        write_s = time.perf_counter() - t
+        t = time.perf_counter()
+        rel = taylor.protect(ckpt, tmp / "release")
+        protect_s = time.perf_counter() - t
+        timings: dict = {}
+        t = time.perf_counter()
+        bundle = prove(rel, tmp / "bundle", dev_srs=True, timings=timings, workers=workers)
+        wall = time.perf_counter() - t
+        t = time.perf_counter()
+        res = verify_bundle(bundle, allow_dev_srs=True)
+        verify_s = time.perf_counter() - t
+        assert res.ok, res.reasons
+        t = time.perf_counter()
+        res_rel = verify_bundle(bundle, rel, allow_dev_srs=True)
+        verify_rel_s = time.perf_counter() - t
+        assert res_rel.ok, res_rel.reasons
+        bundle_bytes = sum(p.stat().st_size for p in Path(bundle).iterdir())
+    out = {"model": name, "write_s": write_s, "protect_s": protect_s, "prove_wall_s": wall, "timings": timings,
+           "verify_s": verify_s, "verify_checks": res.checks, "verify_release_s": verify_rel_s,
+           "verify_release_checks": res_rel.checks, "bundle_bytes": bundle_bytes}
+    plan = timings["plan"]
+    print(f"\n{name}: checkpoint written {write_s:.0f} s, protected {protect_s:.0f} s; proved in {wall / 60:.1f} min "
+          f"wall ({timings['workers']} workers): setup {timings['setup_s'] / 60:.1f} min for {timings['circuits']} "
+          f"circuits, chunks {timings['prove_s'] / 60:.1f} min for {timings['chunks']} chunks at 2^{plan['logrows']}; "
+          f"cosine to float v {timings['cosine']:.5f}")
+    print("| circuit | setup s | rows | setup peak GiB |\n|---|---|---|---|")
+    for key, c in timings["setup_costs"].items():
+        print(f"| {key[:12]} | {c['setup_s']:.0f} | {c['rows']:,} | {c['peak_rss_bytes'] / 2**30:.1f} |")
+    print("| chunk | prove s | peak GiB |\n|---|---|---|")
+    for chunk, c in timings["chunk_costs"].items():
+        if c:
+            print(f"| {chunk} | {c['prove_s']:.0f} | {c['peak_rss_bytes'] / 2**30:.1f} |")
+    print(f"verify without the release {verify_s:.1f} s ({res.checks.get('proofs_s')} s for the "
+          f"{res.checks['proofs']} proofs), with it {verify_rel_s:.1f} s (commitments {res_rel.checks.get('commit_s')} s); "
+          f"bundle {bundle_bytes / 1e6:.1f} MB")
+    return out
+
+
+def workers_compare() -> dict:
+    """The embedded model cut into 7 chunks (40,000 rows each), proved with 1 and then 2 Ray workers
+    after one warm-up run that pays the setup."""
+    import taylor
+    from prover import prove
+    from zkfp.zoo import embedded
+
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="zkfp-workers-") as tmp:
+        tmp = Path(tmp)
+        rel = taylor.protect(embedded.path(), tmp / "release")
+        for label, workers in (("warm-up (setup)", 2), ("1 worker", 1), ("2 workers", 2)):
+            timings: dict = {}
+            t = time.perf_counter()
+            prove(rel, tmp / f"b-{label}", dev_srs=True, progress=False, chunk_rows=40_000, workers=workers,
+                  timings=timings)
+            out[label] = {"wall_s": time.perf_counter() - t, "prove_s": timings["prove_s"], "setup_s": timings["setup_s"]}
+            print(f"{label}: wall {out[label]['wall_s']:.0f} s (chunk proofs {timings['prove_s']:.0f} s, setup "
+                  f"{timings['setup_s']:.0f} s)", flush=True)
+    return out
+
+
+def per_weight() -> dict:
+    """Hidden 128 (the largest single circuit that proves here): its single 2^19 circuit (terms and
+    encoder) against the spec's chunks at 2^18, per weight read."""
+    from circuits.spec import CircuitShape, LayerShape
+
+    h = 128
+    inter = int(round(2.6875 * h))
+    expanded = round(0.6976 * inter)
+    shape = CircuitShape.for_model(hidden=h, heads=4, kv_heads=2, head_dim=h // 4, intermediate=inter,
+                                   layers=(LayerShape(expanded, inter - expanded),) * 2, activation="silu")
+    single = per_chunk(shape, 19, (1 << 19) - 1024)
+    report_per_chunk("hidden 128, one circuit at 2^19", single)
+    chunked = per_chunk(shape, CHUNK_LOGROWS)
+    report_per_chunk("hidden 128, chunks at 2^18", chunked)
+    cost = {k: sum(c["prove_s"] * c["chunks"] for c in m["circuits"].values()) / m["weights"]
+            for k, m in (("single", single), ("chunked", chunked))}
+    print(f"prove ms per weight: single {1000 * cost['single']:.3f}, chunked {1000 * cost['chunked']:.3f} "
+          f"({cost['single'] / cost['chunked']:.2f}× cheaper chunked)")
+    return {"single": single, "chunked": chunked}
+
+
+def project(name: str, costs_files: list[str], nodes: list[int]) -> None:
+    """Chunks of `name`'s plan (laid out with ezkl) × the mean measured prove and setup time of each
+    circuit kind at 2^18 (from per-chunk or end-to-end runs): CPU-hours and wall time on N 16-core,
+    ≥ 64 GB machines running 8 two-CPU tasks each (7.9 GB per 2^18 proof)."""
+    from circuits.plan import make_plan
+    from shapes import circuit_shape
+
+    kinds: dict[str, list[float]] = {}
+    setups: list[float] = []
+    for f in costs_files:
+        m = json.loads(Path(f).read_text())
+        for c in m.get("circuits", {}).values():
+            kinds.setdefault(c["kind"], []).append(c["prove_s"])
+            setups.append(c["setup_s"])
+    mean = {k: float(np.mean(v)) for k, v in kinds.items()}
+    plan = make_plan(circuit_shape(name), CHUNK_LOGROWS)
+    counts = {k: sum(kind_of(c) == k for c in plan.chunks) for k in {kind_of(c) for c in plan.chunks}}
+    missing = [k for k in counts if k not in mean]
+    if missing:
+        raise SystemExit(f"no measured cost for circuit kinds {missing}")
+    proofs_s = sum(mean[k] * n for k, n in counts.items())
+    setup_s = float(np.mean(setups)) * len(plan.parts)
+    print(f"{name}: {len(plan.chunks)} chunks at 2^{CHUNK_LOGROWS} ({counts}), {len(plan.parts)} circuits")
+    print(f"measured mean prove s per kind (2 threads, this machine): { {k: round(v) for k, v in mean.items()} }")
+    print(f"CPU time: {2 * (proofs_s + setup_s) / 3600:.0f} CPU-hours (2 CPUs per task)")
+    for n in nodes:
+        wall = setup_s / min(len(plan.parts), 8 * n) + proofs_s / (8 * n)
+        print(f"  {n} × 16-core machines (8 tasks each): ~{wall / 3600:.1f} h wall")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", choices=["end-to-end", "per-chunk", "workers", "per-weight", "project"])
+    ap.add_argument("model", nargs="?", default="smollm2-135m")
+    ap.add_argument("--workers", type=int)
+    ap.add_argument("--costs", nargs="*", default=[])
+    ap.add_argument("--nodes", type=int, nargs="*", default=[1, 4, 16])
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    if args.mode == "end-to-end":
+        result = end_to_end(args.model, args.workers)
+    elif args.mode == "per-chunk":
+        from shapes import circuit_shape
+
+        result = per_chunk(circuit_shape(args.model))
+        report_per_chunk(args.model, result)
+    elif args.mode == "workers":
+        result = workers_compare()
+    elif args.mode == "per-weight":
+        result = per_weight()
+    else:
+        project(args.model, args.costs, args.nodes)
+        return
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
