@@ -27,7 +27,7 @@ from zkfp.errors import CheckpointError, ZkfpError
 CALIB_SEQ_LEN = 128
 CALIB_MAX_TOKENS = 16384
 CALIB_BATCH = 8
-BUILTIN_SENTENCES = 600
+RANDOM_SEED = 4242
 # Byte-order marks that name a text file's encoding unambiguously (UTF-32 before UTF-16: its LE
 # mark starts with UTF-16's).
 _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
@@ -79,13 +79,12 @@ def read_calibration_text(path: Path) -> tuple[str, str]:
 
 def calibration_tokens(model_dir: str | os.PathLike, calibration: str | os.PathLike | None,
                        vocab_size: int, max_tokens: int = CALIB_MAX_TOKENS) -> tuple[torch.Tensor, str]:
-    """Token ids for calibration: a token-id file, a text file (checkpoint's tokenizer), or the built-in corpus."""
+    """Token ids for calibration: a token-id file, a text file (checkpoint's tokenizer), or by default
+    seeded uniformly random ids over the vocabulary (no tokenizer needed)."""
     model_dir = Path(model_dir)
-    if calibration is None:
-        from zkfp.zoo.corpus import DOMAINS, generate
-
-        ids = _tokenize(model_dir, generate(sorted(DOMAINS), n_sentences=BUILTIN_SENTENCES, seed=4242), vocab_size)
-        source = "built-in corpus (zkfp.zoo.corpus)"
+    if calibration is None:  # no text, no tokenizer: nothing that has to resemble the user's traffic
+        ids = torch.randint(0, vocab_size, (max_tokens,), generator=torch.Generator().manual_seed(RANDOM_SEED))
+        source = f"uniformly random token ids (seed {RANDOM_SEED})"
     else:
         path = Path(calibration)
         if not path.is_file():
@@ -103,7 +102,7 @@ def calibration_tokens(model_dir: str | os.PathLike, calibration: str | os.PathL
             ids = torch.tensor(ids_list, dtype=torch.long)
             source = f"token ids from {path.name}"
         else:
-            ids = _tokenize(model_dir, text, vocab_size, require_own=True)
+            ids = _tokenize(model_dir, text, vocab_size)
             source = f"text from {path.name}" + ("" if encoding == "utf-8" else f" ({encoding.replace('-sig', '')})")
     if ids.numel() < 2:
         raise ZkfpError("calibration needs at least 2 tokens")
@@ -127,7 +126,8 @@ def _parse_ids(text: str) -> list[int] | None:
     return None
 
 
-def _tokenize(model_dir: Path, text: str, vocab_size: int, require_own: bool = False) -> torch.Tensor:
+def _tokenize(model_dir: Path, text: str, vocab_size: int) -> torch.Tensor:
+    """Calibration text → ids with the checkpoint's own tokenizer (refused if it has none)."""
     tokenizer = None
     if any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "vocab.json")):
         from transformers import AutoTokenizer
@@ -137,12 +137,8 @@ def _tokenize(model_dir: Path, text: str, vocab_size: int, require_own: bool = F
         except Exception as exc:  # a broken tokenizer is the checkpoint's problem; say so
             raise CheckpointError(f"cannot load the tokenizer of {model_dir}: {exc}") from None
     if tokenizer is None:
-        if require_own:
-            raise ZkfpError(f"calibration text needs a tokenizer, and {model_dir} has none; "
-                            "give token ids instead (JSON list or whitespace-separated integers)")
-        from zkfp.zoo.tokenizer import load_tokenizer  # no tokenizer: the zoo's, ids folded into the vocab
-
-        tokenizer = load_tokenizer()
+        raise ZkfpError(f"calibration text needs a tokenizer, and {model_dir} has none; "
+                        "give token ids instead (JSON list or whitespace-separated integers)")
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
     return ids % vocab_size
 

@@ -14,9 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="calibration text (UTF-8, or UTF-16/32 with a byte-order mark; tokenised with the "
                         "checkpoint's tokenizer) or token ids (JSON list or whitespace-separated integers); "
-                        "default: a built-in corpus")
+                        "default: seeded uniformly random token ids (no tokenizer needed)")
     p.add_argument("--fraction", type=float, default=None,
-                   help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70)")
+                   help="at most this fraction of each MLP's neurons is expanded, smallest calibrated ranges first, "
+                        "among those whose series is certified on their range (default ≈0.70)")
     p.add_argument("--force", action="store_true", help="replace RELEASE_DIR if it exists")
     p.set_defaults(handler=_protect)
 

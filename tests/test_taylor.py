@@ -200,14 +200,42 @@ def test_logit_error_shrinks_with_more_terms(released):
     assert errs[-1] < errs[0] / 10
 
 
+def test_default_calibration_needs_no_tokenizer(tiny_models, tmp_path):
+    ckpt = tiny_models("llama")
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (bare / name).unlink(missing_ok=True)
+    with_tok, without = protect(ckpt, tmp_path / "a", n_terms=8), protect(bare, tmp_path / "b", n_terms=8)
+    ma, mb = (json.loads((r / "manifest.json").read_text()) for r in (with_tok, without))
+    assert "random token ids" in ma["calibration"]["source"] and ma["calibration"] == mb["calibration"]
+    assert ma["layers"] == mb["layers"]
+    a, b = ReleaseReader(with_tok), ReleaseReader(without)
+    assert torch.equal(a.mlp(0)["anchor"], b.mlp(0)["anchor"])
+
+
+def test_neurons_whose_series_cannot_be_certified_stay_exact():
+    from taylor.conversion import certified, select_expanded
+
+    lo = np.array([-0.2, -0.5, -3.0, 1.0, -0.1])
+    hi = np.array([0.2, 0.5, 3.0, 1.1, 0.3])
+    # ±3: beyond the guard radius (0.75π at 0) once widened; the others are narrow
+    ok = certified("silu", lo, hi, 12, margin=0.5, tol=1e-4)
+    assert ok.tolist() == [True, True, False, True, True]
+    assert not certified("silu", lo, hi, 2, margin=0.5, tol=1e-4)[1]  # 2 terms: too coarse on ±1
+    assert select_expanded(lo, hi, 0.6, ok).tolist() == [0, 3, 4]  # smallest ranges, certified only
+    assert select_expanded(lo, hi, 1.0, ok).tolist() == [0, 1, 3, 4]  # fewer than asked when fewer qualify
+
+
 def test_manifest_records_the_contract(released):
     ckpt, rel = released("llama")
     m = json.loads((rel / "manifest.json").read_text())
     assert m["format_version"] == 1 and m["n_terms"] == 8
     assert m["source"]["architecture"] == "LlamaForCausalLM"
     inter = m["source"]["config"]["intermediate_size"]
-    for layer in m["layers"]:
-        assert len(layer["expanded"]) == round(inter * 10000 / 14336)
+    for layer in m["layers"]:  # the fraction is a ceiling: only certified neurons are expanded
+        assert 0 < len(layer["expanded"]) <= round(inter * 10000 / 14336)
+    assert m["calibration"]["certified"]["margin"] > 0
     for name, info in m["files"].items():
         assert sha256_file(rel / name) == info["sha256"]
     assert {"config.json", "tokenizer.json", "base.safetensors", "layer-00000.safetensors"} <= set(m["files"])
