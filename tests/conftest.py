@@ -59,3 +59,11 @@ def other_release(tmp_path_factory, tiny_models):
 
     src = tiny_models("llama", seed=3, steps=20)
     return Path(taylor.protect(src, tmp_path_factory.mktemp("rel2") / "release"))
+
+
+@pytest.fixture(scope="session")
+def bundle(release, tmp_path_factory):
+    """The proof bundle of `release` (dev SRS), made once per session."""
+    from prover import prove
+
+    return Path(prove(release, tmp_path_factory.mktemp("b") / "bundle", dev_srs=True, progress=False))

@@ -167,10 +167,18 @@ def test_link_commitment_altered_on_both_sides(copy):
 
 
 def test_link_commitment_altered_on_one_side(copy):
+    """The encoder's record of one partial's commitment replaced: its proof does not hold it, and
+    the link check alone (as for an encoder proof taken from elsewhere) refuses it too."""
+    from verifier.bundle import read_bundle
+    from verifier.verify import _check_links, _Invalid, _plan, _spec_shape
+
     m = json.loads((copy / "manifest.json").read_text())
     m["proofs"][-1]["inputs"][0]["points"] = m["proofs"][-1]["inputs"][1]["points"]
     (copy / "manifest.json").write_text(json.dumps(m))
-    _refused(_verify(copy), "under different commitments")
+    _refused(_verify(copy), "proof encoder does not hold the commitments")
+    b = read_bundle(copy)
+    with pytest.raises(_Invalid, match=f"read {m['proofs'][0]['name']} under different commitments"):
+        _check_links(b, _plan(b, _spec_shape(b)))
 
 
 def _another_release(release: Path, out: Path) -> Path:

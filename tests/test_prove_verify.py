@@ -17,13 +17,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def bundle(release, tmp_path_factory):
-    from prover import prove
-
-    return Path(prove(release, tmp_path_factory.mktemp("b") / "bundle", dev_srs=True, progress=False))
-
-
-@pytest.fixture(scope="session")
 def other_bundle(other_release, tmp_path_factory):
     from prover import prove
 
@@ -154,14 +147,15 @@ def test_link_between_the_proofs_altered(copy):
     """The encoder's terms commitment replaced by another point: its proof does not hold it, and
     the link check alone (as for an encoder proof taken from another bundle) refuses it too."""
     from verifier.bundle import read_bundle
-    from verifier.verify import _check_links, _Invalid
+    from verifier.verify import _check_links, _Invalid, _plan, _spec_shape
 
     def relink(m):
         m["proofs"][1]["inputs"][0]["points"] = m["proofs"][0]["inputs"][0]["points"]
     _edit_manifest(copy, relink)
     _refused(_verify(copy), words=("proof encoder does not hold",))
+    b = read_bundle(copy)
     with pytest.raises(_Invalid, match="read terms under different commitments"):
-        _check_links(read_bundle(copy))
+        _check_links(b, _plan(b, _spec_shape(b)))
 
 
 def test_proofs_reordered_or_missing(copy):

@@ -17,7 +17,7 @@ from fingerprint import spec
 from fingerprint.compare import compare
 from fingerprint.fpjson import Fingerprint, load, save
 from fingerprint.registry import SCHEMA_VERSION, Registry, add_file, default_path
-from zkfp.errors import FingerprintError, RegistryError, UnsupportedArchitecture
+from zkfp.errors import RegistryError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -365,17 +365,7 @@ def test_html_report_shows_the_suspect_beside_its_best_matches_in_a_browser(tmp_
     assert _screenshot_contains(pixels, np.asarray(render(synthetic(42).v).convert("RGB"))) > 10.0  # not shown
 
 
-# -- proven entries (one proof of the embedded model for this module) ---------------------------
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    import taylor
-    from prover import prove
-    from zkfp.zoo import embedded
-
-    release = taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "release")
-    return Path(prove(release, tmp_path_factory.mktemp("bundle") / "bundle", dev_srs=True, progress=False))
-
-
+# -- proven entries (the session's proof of the embedded model, tests/conftest.py) ----------------
 @pytest.mark.slow
 def test_a_bundle_is_verified_then_registered_as_proven_and_identifies_its_model(bundle, llama, tmp_path):
     from fingerprint.extract import extract
