@@ -16,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "checkpoint's tokenizer) or token ids (JSON list or whitespace-separated integers); "
                         "default: seeded uniformly random token ids (no tokenizer needed)")
     p.add_argument("--fraction", type=float, default=None,
-                   help="at most this fraction of each MLP's neurons is expanded, smallest calibrated ranges first, "
-                        "among those whose series is certified on their range (default ≈0.70)")
+                   help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70)")
     p.add_argument("--force", action="store_true", help="replace RELEASE_DIR if it exists")
     p.set_defaults(handler=_protect)
 
