@@ -28,11 +28,12 @@ from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TER
 
 DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70
-# A neuron is expanded only if its series is certified on its calibrated range widened by
-# CERTIFY_MARGIN × the width on each side: within the guard radius and within CERTIFY_TOL of the
-# activation. A margin of 0.5 certified 0-6 % of a tiny trained Llama's neurons at N = 12 (the
-# throttle would vanish); 0 certifies 82-90 % (GPT-2: 59-90 %), and with random-id calibration
-# gave 100 % agreement on unseen prompt sources (benchmarks/taylor_fidelity_sources.py).
+# With certify=True a neuron is expanded only if its series is certified on its calibrated range
+# widened by CERTIFY_MARGIN × the width on each side: within the guard radius and within
+# CERTIFY_TOL of the activation. Off by default: on an untrained hidden-1024 Llama with
+# random-id calibration it certifies 0 % of the neurons at N = 12 (2 % at N = 20), i.e. no
+# throttle; on tiny trained models 82-86 % (Llama), 59-90 % (GPT-2) per block. A margin of 0.5
+# certified 0-6 % of the trained Llama's neurons.
 CERTIFY_MARGIN = 0.0
 CERTIFY_TOL = 1e-4
 
@@ -100,8 +101,10 @@ def _canonical(name: str, prefix: str, family) -> str:
 
 
 def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibration, *,
-            n_terms: int = DEFAULT_TERMS, fraction: float = DEFAULT_FRACTION, force: bool = False) -> Path:
-    """Write the release, one block at a time (see taylor.release for the format)."""
+            n_terms: int = DEFAULT_TERMS, fraction: float = DEFAULT_FRACTION, force: bool = False,
+            certify: bool = False) -> Path:
+    """Write the release, one block at a time (see taylor.release for the format). `certify`:
+    expand only neurons whose series is certified on their calibrated range (`certified`)."""
     from safetensors.torch import save_file
 
     check_terms(n_terms)
@@ -145,7 +148,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
             src_dtype = w_in.weight.dtype
             dtypes_seen.add(_ST_DTYPE[src_dtype])
-            eligible = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms)
+            eligible = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms) if certify else None
             expanded = select_expanded(calib.minimum[i], calib.maximum[i], fraction, eligible)
             exact = np.setdiff1d(np.arange(d.intermediate), expanded)
             s_idx, f_idx = torch.from_numpy(expanded), torch.from_numpy(exact)
@@ -191,10 +194,12 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
                       "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
             "calibration": {"source": calib.source, "tokens": calib.tokens,
                             "anchor": "midpoint of per-neuron min/max",
-                            "selection": "smallest ranges among the certified neurons expanded",
-                            "certified": {"margin": CERTIFY_MARGIN, "tol": CERTIFY_TOL,
-                                          "rule": "N-term series within tol of the activation and within the "
-                                                  "guard radius on [min, max] widened by margin x width each side"}},
+                            "selection": "smallest ranges" + (" among the certified neurons" if certify else "")
+                                         + " expanded",
+                            "certified": None if not certify else {
+                                "margin": CERTIFY_MARGIN, "tol": CERTIFY_TOL,
+                                "rule": "N-term series within tol of the activation and within the guard radius "
+                                        "on [min, max] widened by margin x width each side"}},
             "mlp_layout": {"gated": layout.gated, "in_bias": layout.in_bias, "down_bias": layout.down_bias},
             "dtypes": {"source_weights": sorted(dtypes_seen), "coeffs": "F32", "anchor": "F32", "guard_radius": "F32"},
             "layers": layers_info,
@@ -207,7 +212,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
 
 def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: int = DEFAULT_TERMS,
             calibration: str | os.PathLike | None = None, fraction: float = DEFAULT_FRACTION,
-            force: bool = False) -> Path:
+            force: bool = False, certify: bool = False) -> Path:
     """Calibrate and convert `model_dir` into a Taylor release at `out` (all-or-nothing)."""
     check_terms(n_terms)
     check_fraction(fraction)
@@ -215,4 +220,4 @@ def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: in
     if out.exists() and not force:
         raise ZkfpError(f"output exists: {out} (pass --force to replace it)")
     calib = calibrate(model_dir, calibration)
-    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force)
+    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force, certify=certify)
