@@ -10,7 +10,7 @@ tokens, batch of equal-length prompts) on four prompt sources:
   random   — uniformly random token ids
 Reports the share of identical sequences, of equal tokens, the guard fallback rate
 (`zkfp generate --stats`'s figure) over the release's generations, and the share of MLP neurons
-the release expands (the default expands at most ≈70 %, certified neurons only).
+the release expands (≈70 % by default).
 
     python benchmarks/taylor_fidelity_sources.py [--steps 400] [--prompts 50] [--new-tokens 64]
 """
