@@ -214,7 +214,3 @@ class CircuitShape:
         cells += sum("mlp" in l.terms for l in self.layers) * self.k * self.k * 47  # M_f is the one term rescaled
         cells += 20_000
         return cells // self.num_inner_cols
-
-    def estimate_logrows(self) -> int:
-        rows = max(self.estimate_rows(), self.decomp_base * 2)
-        return max(15, (rows - 1).bit_length())
