@@ -26,47 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HIDDEN, INTERMEDIATE, HEADS, VOCAB = 4096, 11008, 32, 32000
-CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
-          "intermediate_size": INTERMEDIATE, "num_attention_heads": HEADS, "num_key_value_heads": HEADS,
-          "vocab_size": VOCAB, "rms_norm_eps": 1e-5, "hidden_act": "silu", "max_position_embeddings": 4096,
-          "tie_word_embeddings": False, "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from shapes import CONFIGS, llama_config, write_checkpoint  # noqa: E402
 
-
-def write_checkpoint(out: Path, layers: int, seed: int = 0) -> Path:
-    """The 7B-shaped bf16 checkpoint, written shard by shard (one block in memory at a time)."""
-    import torch
-    from safetensors.torch import save_file
-
-    out.mkdir(parents=True)
-    g = torch.Generator().manual_seed(seed)
-    d, f = HIDDEN, INTERMEDIATE
-    rnd = lambda *s: (torch.randn(*s, generator=g) * 0.02).bfloat16()  # noqa: E731
-    gain = lambda: (1 + 0.1 * torch.randn(d, generator=g)).bfloat16()  # noqa: E731
-    weight_map: dict[str, str] = {}
-
-    def shard(name: str, tensors: dict) -> None:
-        save_file(tensors, out / name, metadata={"format": "pt"})
-        weight_map.update({k: name for k in tensors})
-
-    n_files = layers + 2
-    shard(f"model-00001-of-{n_files:05d}.safetensors", {"model.embed_tokens.weight": rnd(VOCAB, d)})
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        shard(f"model-{i + 2:05d}-of-{n_files:05d}.safetensors", {
-            p + "input_layernorm.weight": gain(), p + "post_attention_layernorm.weight": gain(),
-            p + "self_attn.q_proj.weight": rnd(d, d), p + "self_attn.k_proj.weight": rnd(d, d),
-            p + "self_attn.v_proj.weight": rnd(d, d), p + "self_attn.o_proj.weight": rnd(d, d),
-            p + "mlp.gate_proj.weight": rnd(f, d), p + "mlp.up_proj.weight": rnd(f, d),
-            p + "mlp.down_proj.weight": rnd(d, f),
-        })
-    shard(f"model-{n_files:05d}-of-{n_files:05d}.safetensors",
-          {"model.norm.weight": gain(), "lm_head.weight": rnd(VOCAB, d)})
-    size = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-    (out / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": size}, "weight_map": weight_map}, indent=1))
-    (out / "config.json").write_text(json.dumps(dict(CONFIG, num_hidden_layers=layers), indent=1))
-    return out
+HIDDEN, INTERMEDIATE = CONFIGS["llama-2-7b"]["hidden_size"], CONFIGS["llama-2-7b"]["intermediate_size"]
 
 
 CHILD = textwrap.dedent("""
@@ -115,7 +78,7 @@ def main(argv=None) -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="zkfp-taylor-7b-"))
     try:
         t = time.perf_counter()
-        ckpt = write_checkpoint(work / "checkpoint", args.layers)
+        ckpt = write_checkpoint(work / "checkpoint", llama_config("llama-2-7b", layers=args.layers))
         shards = sorted(ckpt.glob("*.safetensors"))
         ckpt_size = sum(p.stat().st_size for p in shards)
         print(f"checkpoint: Llama-2-7B widths, {args.layers} blocks, bf16, {ckpt_size / 2**30:.2f} GiB in "
