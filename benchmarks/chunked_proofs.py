@@ -194,10 +194,11 @@ def per_weight() -> dict:
     """Hidden 128 (the largest single circuit that proves here): its single 2^19 circuit (terms and
     encoder) against the spec's chunks at 2^18, per weight read."""
     from circuits.spec import CircuitShape, LayerShape
+    from taylor.conversion import DEFAULT_FRACTION
 
     h = 128
     inter = int(round(2.6875 * h))
-    expanded = round(0.6976 * inter)
+    expanded = round(DEFAULT_FRACTION * inter)
     shape = CircuitShape.for_model(hidden=h, heads=4, kv_heads=2, head_dim=h // 4, intermediate=inter,
                                    layers=(LayerShape(expanded, inter - expanded),) * 2, activation="silu")
     single = per_chunk(shape, 19, (1 << 19) - 1024)
