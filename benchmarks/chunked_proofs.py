@@ -120,19 +120,24 @@ def report_per_chunk(label: str, m: dict, workers: int = 1) -> None:
 
 
 # -- modes ------------------------------------------------------------------------------------
-def end_to_end(name: str, workers: int | None) -> dict:
+def end_to_end(name: str, workers: int | None, work: str | None = None) -> dict:
+    """With `work`, the checkpoint, release and bundle-in-progress stay there, so an interrupted run resumes."""
     import taylor
     from prover import prove
     from shapes import llama_config, write_checkpoint
     from verifier import verify_bundle
 
-    with tempfile.TemporaryDirectory(prefix="zkfp-e2e-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="zkfp-e2e-") as scratch:
+        tmp = Path(work or scratch)
         t = time.perf_counter()
-        ckpt = write_checkpoint(tmp / "ckpt", llama_config(name))
+        ckpt = tmp / "ckpt"
+        if not (ckpt / "config.json").exists():
+            write_checkpoint(ckpt, llama_config(name))
         write_s = time.perf_counter() - t
         t = time.perf_counter()
-        rel = taylor.protect(ckpt, tmp / "release")
+        rel = tmp / "release"
+        if not (rel / "manifest.json").exists():
+            rel = taylor.protect(ckpt, rel)
         protect_s = time.perf_counter() - t
         timings: dict = {}
         t = time.perf_counter()
@@ -250,9 +255,10 @@ def main() -> None:
     ap.add_argument("--costs", nargs="*", default=[])
     ap.add_argument("--nodes", type=int, nargs="*", default=[1, 4, 16])
     ap.add_argument("--out")
+    ap.add_argument("--work", help="end-to-end: keep the checkpoint, release and partial proofs here (resumable)")
     args = ap.parse_args()
     if args.mode == "end-to-end":
-        result = end_to_end(args.model, args.workers)
+        result = end_to_end(args.model, args.workers, args.work)
     elif args.mode == "per-chunk":
         from shapes import circuit_shape
 

@@ -16,7 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "checkpoint's tokenizer) or token ids (JSON list or whitespace-separated integers); "
                         "default: seeded uniformly random token ids (no tokenizer needed)")
     p.add_argument("--fraction", type=float, default=None,
-                   help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70)")
+                   help="fraction of each MLP's neurons to expand, smallest calibrated ranges first (default ≈0.70; "
+                        "with --slowdown, the most it may choose)")
+    p.add_argument("--slowdown", type=float, default=None, metavar="X",
+                   help="choose N and the expanded fraction so that a token takes X times as long as with the "
+                        "source, as measured on the checkpoint's shape on this machine (1 thread); not with --terms")
     p.add_argument("--force", action="store_true", help="replace RELEASE_DIR if it exists")
     p.set_defaults(handler=_protect)
 
@@ -41,11 +45,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _protect(args: argparse.Namespace) -> int:
     from taylor.conversion import DEFAULT_FRACTION, DEFAULT_TERMS, check_fraction, check_terms, protect
 
+    from taylor.release import ReleaseReader
+    from zkfp.errors import ZkfpError
+
+    if args.slowdown is not None and args.terms is not None:
+        raise ZkfpError("--slowdown chooses N itself: pass --slowdown or --terms, not both")
     n_terms = check_terms(DEFAULT_TERMS if args.terms is None else args.terms)
     fraction = check_fraction(DEFAULT_FRACTION if args.fraction is None else args.fraction)
     out = protect(args.model_dir, args.out, n_terms=n_terms, calibration=args.calibration,
-                  fraction=fraction, force=args.force)
-    print(f"wrote Taylor release (N={n_terms}) to {out}")
+                  fraction=fraction, slowdown=args.slowdown, force=args.force)
+    manifest = ReleaseReader(out, verify=False).manifest
+    throttle = manifest["throttle"]
+    measured = "" if throttle is None else (f", measured slowdown {throttle['slowdown']:.2f}x for the target "
+                                            f"{throttle['target']:g}x")
+    print(f"wrote Taylor release (N={manifest['n_terms']}, expanded fraction {manifest['expanded_fraction']:.2f}"
+          f"{measured}) to {out}")
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from zkfp.architectures import CAUSAL_FAMILIES, ModelReader
 from zkfp.checkpoint import Checkpoint
 from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
+
+if TYPE_CHECKING:
+    from taylor.throttle import Throttle
 
 from taylor import jets
 from taylor.calibration import Calibration, calibrate  # noqa: F401 (Calibration re-exported for callers)
@@ -102,9 +106,10 @@ def _canonical(name: str, prefix: str, family) -> str:
 
 def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibration, *,
             n_terms: int = DEFAULT_TERMS, fraction: float = DEFAULT_FRACTION, force: bool = False,
-            certify: bool = False) -> Path:
+            certify: bool = False, throttle: "Throttle | None" = None) -> Path:
     """Write the release, one block at a time (see taylor.release for the format). `certify`:
-    expand only neurons whose series is certified on their calibrated range (`certified`)."""
+    expand only neurons whose series is certified on their calibrated range (`certified`).
+    `throttle`: the slowdown target this (N, fraction) was chosen for, recorded in the manifest."""
     from safetensors.torch import save_file
 
     check_terms(n_terms)
@@ -190,6 +195,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             "activation": arch.activation,
             "n_terms": n_terms,
             "expanded_fraction": fraction,
+            "throttle": None if throttle is None else throttle.to_json(),
             "guard": {"order": jets.GUARD_ORDER, "radius_scale": jets.GUARD_SCALE,
                       "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
             "calibration": {"source": calib.source, "tokens": calib.tokens,
@@ -212,12 +218,26 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
 
 def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: int = DEFAULT_TERMS,
             calibration: str | os.PathLike | None = None, fraction: float = DEFAULT_FRACTION,
-            force: bool = False, certify: bool = False) -> Path:
-    """Calibrate and convert `model_dir` into a Taylor release at `out` (all-or-nothing)."""
+            slowdown: float | None = None, force: bool = False, certify: bool = False) -> Path:
+    """Calibrate and convert `model_dir` into a Taylor release at `out` (all-or-nothing).
+
+    With `slowdown`, N and the expanded fraction are chosen (taylor.throttle.choose, `fraction`
+    then being the ceiling) so that the slowdown measured on the checkpoint's shape reaches it;
+    `n_terms` is then ignored. The choice and its measured figure go into the manifest."""
     check_terms(n_terms)
     check_fraction(fraction)
     out = Path(out)
     if out.exists() and not force:
         raise ZkfpError(f"output exists: {out} (pass --force to replace it)")
+    throttle = None
+    if slowdown is not None:
+        if certify:
+            raise ZkfpError("--slowdown cannot be combined with certification, which decides each block's "
+                            "expanded neurons after the throttle is chosen")
+        from taylor.throttle import choose
+
+        throttle = choose(Checkpoint(model_dir).config, slowdown, fraction_ceiling=fraction)
+        n_terms, fraction = throttle.n_terms, throttle.fraction
     calib = calibrate(model_dir, calibration)
-    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force, certify=certify)
+    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force, certify=certify,
+                   throttle=throttle)

@@ -1,0 +1,201 @@
+"""A release's throttle, measured on the checkpoint's own shape, and the (N, fraction) that reaches a target.
+
+A release changes only the MLPs, so a generated token costs the source's time plus, in each of
+the L blocks, the difference between a TaylorMLP and the source's MLP:
+
+    slowdown(N, f) = 1 + L · (t_taylor(N, f) − t_mlp) / t_token
+
+t_token (the source's time per token: batch 1, greedy decoding with a cache) comes from shells of
+the checkpoint's config with one and two blocks, t_token = t_1 + (L − 1)·(t_2 − t_1), so the head
+is counted once; t_mlp and t_taylor are one token through the source's MLP module and through a
+taylor.runtime.TaylorMLP holding the release's tensor shapes for (N, f). Weights are random, as the
+cost of a product does not depend on its values. Everything runs with `threads` torch threads
+(default 1: one decoding stream on one core), so the figures hold for this machine and are
+recorded in the manifest as measured, with the thread count.
+
+Fidelity bounds the search (`choose`): N never goes below DEFAULT_TERMS (the smallest N with 100 %
+greedy agreement on both MLP families, benchmarks/taylor_fidelity.py) nor above the format's
+MAX_TERMS, and the expanded fraction never above its ceiling (DEFAULT_FRACTION, the largest
+fraction whose fidelity was measured, unless the caller raises it). A small target is reached by
+expanding fewer neurons at N = DEFAULT_TERMS; a large one by raising N at the ceiling fraction.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+
+from zkfp.architectures import CAUSAL_FAMILIES, detect
+from zkfp.errors import ZkfpError
+
+from taylor.conversion import DEFAULT_TERMS as MIN_TERMS
+from taylor.release import MAX_TERMS, MlpLayout
+from taylor.runtime import TaylorMLP, mlp_module_name
+
+_TOKENS = 8  # tokens decoded per timed generate call
+_REPS = 3  # interleaved repetitions; the median is kept
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """What `choose` settled on, and what it measured for it."""
+
+    target: float
+    n_terms: int
+    fraction: float
+    slowdown: float  # measured, for (n_terms, fraction)
+    token_ms: float  # the source's time per token
+    threads: int
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "method": "taylor.throttle: 1 + L·(t_taylor − t_mlp)/t_token, measured on "
+                                          "the checkpoint's shape with random weights, batch 1"}
+
+
+@contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class ShapeTimer:
+    """Times the pieces of one token of a checkpoint's config (see the module docstring)."""
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+        self.arch = detect(self.config, CAUSAL_FAMILIES)
+        self.layout: MlpLayout | None = None  # known once a shell is built
+        self._mlp_s: float | None = None
+
+    def _shell(self, layers: int):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = {k: v for k, v in self.config.items() if k not in ("architectures", "torch_dtype", "dtype")}
+        cfg["num_hidden_layers"] = layers
+        for key in ("n_layer", "num_layers"):  # GPT-2's and others' names for the same field
+            if key in cfg:
+                cfg[key] = layers
+        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        return AutoModelForCausalLM.from_config(config).float().eval()
+
+    def token_s(self) -> float:
+        """The source's time per generated token, extrapolated from one- and two-block shells."""
+        shells = [self._shell(1), self._shell(2)]
+        ids = torch.tensor([[1, 2, 3, 4]])
+        times: list[list[float]] = [[], []]
+        with torch.no_grad():
+            for m in shells:  # warm-up
+                self._generate(m, ids)
+            for _ in range(_REPS):
+                for k, m in enumerate(shells):
+                    times[k].append(self._generate(m, ids))
+        mlp = shells[0].get_submodule(mlp_module_name(self.arch.family, 0))
+        self._mlp_s = self._module_s(mlp)
+        fam, names = self.arch.family, set(mlp.state_dict())
+        local = lambda role: role.split(".", 1)[1]  # noqa: E731  ("mlp.gate_proj" → "gate_proj")
+        self.layout = MlpLayout(gated=fam.gate is not None, in_bias=f"{local(fam.gate or fam.up)}.bias" in names,
+                                down_bias=f"{local(fam.down)}.bias" in names)
+        t1, t2 = (statistics.median(t) for t in times)
+        return t1 + (self.arch.dims.layers - 1) * max(t2 - t1, 0.0)
+
+    @staticmethod
+    def _generate(model, ids) -> float:
+        start = time.perf_counter()
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=_TOKENS, min_new_tokens=_TOKENS,
+                       do_sample=False, pad_token_id=0)
+        return (time.perf_counter() - start) / _TOKENS
+
+    def mlp_s(self) -> float:
+        if self._mlp_s is None:
+            self.token_s()
+        return self._mlp_s
+
+    def taylor_s(self, n_terms: int, fraction: float) -> float:
+        """One token through a TaylorMLP of the release's shapes for (n_terms, fraction)."""
+        d = self.arch.dims
+        if self.layout is None:
+            self.token_s()
+        s = int(round(fraction * d.intermediate))
+        shapes = self.layout.shapes(d.hidden, s, d.intermediate - s, n_terms)
+        g = torch.Generator().manual_seed(0)
+        tensors = {k: torch.randn(*v, generator=g) * 0.02 for k, v in shapes.items()}
+        tensors["guard_radius"] = torch.full((s,), 1.0)
+        return self._module_s(TaylorMLP(tensors, self.arch.activation, guard_order=2))
+
+    def _module_s(self, module) -> float:
+        x = torch.randn(1, 1, self.arch.dims.hidden)
+        with torch.no_grad():
+            module(x)
+            calls = 1
+            while True:  # enough calls for ≥ 50 ms, so timer resolution does not matter
+                start = time.perf_counter()
+                for _ in range(calls):
+                    module(x)
+                if time.perf_counter() - start >= 0.05:
+                    break
+                calls *= 2
+            samples = []
+            for _ in range(_REPS):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    module(x)
+                samples.append((time.perf_counter() - start) / calls)
+        return statistics.median(samples)
+
+
+def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int = 1) -> Throttle:
+    """The (N, fraction) whose measured slowdown on `config`'s shape reaches `target`, within the
+    fidelity bounds of the module docstring; ZkfpError naming the bound if none does."""
+    if not (isinstance(target, (int, float)) and math.isfinite(target)) or target < 1:
+        raise ZkfpError(f"--slowdown must be a number ≥ 1 (got {target!r}): a release cannot run faster than "
+                        "its source")
+    with _threads(threads):
+        timer = ShapeTimer(config)
+        token = timer.token_s()
+        mlp = timer.mlp_s()
+        layers = timer.arch.dims.layers
+
+        def slowdown(n: int, f: float) -> float:
+            return 1 + layers * (timer.taylor_s(n, f) - mlp) / token
+
+        def result(n: int, f: float, s: float) -> Throttle:
+            return Throttle(float(target), n, round(f, 4), round(s, 3), round(token * 1e3, 3), threads)
+
+        at_ceiling = slowdown(MIN_TERMS, fraction_ceiling)
+        if at_ceiling >= target:
+            # Lever 1: fewer expanded neurons at N = MIN_TERMS. The slowdown is affine in f through (0, 1).
+            f = fraction_ceiling * (target - 1) / max(at_ceiling - 1, 1e-9)
+            f = min(math.ceil(f * 100) / 100, fraction_ceiling)
+            while True:
+                s = slowdown(MIN_TERMS, f) if f < fraction_ceiling else at_ceiling
+                if s >= target or f >= fraction_ceiling:
+                    return result(MIN_TERMS, f, s)
+                f = min(f + 0.01, fraction_ceiling)
+        # Lever 2: more terms at the ceiling fraction. The slowdown is affine in N.
+        step = (slowdown(MIN_TERMS + 4, fraction_ceiling) - at_ceiling) / 4
+        needed = MIN_TERMS + (target - at_ceiling) / step if step > 0 else math.inf
+        if needed > MAX_TERMS:
+            reach = at_ceiling + step * (MAX_TERMS - MIN_TERMS)
+            raise ZkfpError(
+                f"--slowdown {target:g} is unreachable within fidelity on this shape with {threads} thread(s): "
+                f"at most N = {MAX_TERMS} terms (the release format's limit) at an expanded fraction of "
+                f"{fraction_ceiling:.2f} (the ceiling: the largest fraction whose fidelity was measured, unless "
+                f"you pass a larger --fraction) gives about {reach:.2f}x")
+        n = min(MAX_TERMS, MIN_TERMS + 2 * math.ceil((needed - MIN_TERMS) / 2))
+        while True:
+            s = slowdown(n, fraction_ceiling)
+            if s >= target or n >= MAX_TERMS:
+                if s < target:
+                    raise ZkfpError(f"--slowdown {target:g} is unreachable within fidelity on this shape: "
+                                    f"N = {MAX_TERMS} at fraction {fraction_ceiling:.2f} measured {s:.2f}x")
+                return result(n, fraction_ceiling, s)
+            n += 2
