@@ -23,7 +23,6 @@ expanding fewer neurons at N = DEFAULT_TERMS; a large one by raising N at the ce
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -38,7 +37,7 @@ from taylor.release import MAX_TERMS, MlpLayout
 from taylor.runtime import TaylorMLP, mlp_module_name
 
 _TOKENS = 8  # tokens decoded per timed generate call
-_REPS = 3  # interleaved repetitions; the median is kept
+_REPS = 5  # interleaved repetitions; the fastest is kept, as the one least disturbed by other work
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,8 @@ class ShapeTimer:
         for key in ("n_layer", "num_layers"):  # GPT-2's and others' names for the same field
             if key in cfg:
                 cfg[key] = layers
+        if isinstance(cfg.get("layer_types"), list):  # per-layer lists (Qwen2's sliding windows) shrink too
+            cfg["layer_types"] = cfg["layer_types"][:layers]
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
         return AutoModelForCausalLM.from_config(config).float().eval()
 
@@ -104,7 +105,7 @@ class ShapeTimer:
         local = lambda role: role.split(".", 1)[1]  # noqa: E731  ("mlp.gate_proj" → "gate_proj")
         self.layout = MlpLayout(gated=fam.gate is not None, in_bias=f"{local(fam.gate or fam.up)}.bias" in names,
                                 down_bias=f"{local(fam.down)}.bias" in names)
-        t1, t2 = (statistics.median(t) for t in times)
+        t1, t2 = (min(t) for t in times)
         return t1 + (self.arch.dims.layers - 1) * max(t2 - t1, 0.0)
 
     @staticmethod
@@ -149,7 +150,7 @@ class ShapeTimer:
                 for _ in range(calls):
                     module(x)
                 samples.append((time.perf_counter() - start) / calls)
-        return statistics.median(samples)
+        return min(samples)
 
 
 def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int = 1) -> Throttle:
