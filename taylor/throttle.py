@@ -90,7 +90,15 @@ class ShapeTimer:
 
     def token_s(self) -> float:
         """The source's time per generated token, extrapolated from one- and two-block shells."""
-        shells = [self._shell(1), self._shell(2)]
+        two = self._shell(2)
+        with torch.device("meta"):  # the one-block shell borrows all its tensors from the two-block one
+            one = self._shell(1)
+        borrowed = {**dict(two.named_parameters(remove_duplicate=False)),
+                    **dict(two.named_buffers(remove_duplicate=False))}
+        for name, _ in [*one.named_parameters(remove_duplicate=False), *one.named_buffers(remove_duplicate=False)]:
+            module, _, leaf = name.rpartition(".")
+            setattr(one.get_submodule(module), leaf, borrowed[name])
+        shells = [one, two]
         ids = torch.tensor([[1, 2, 3, 4]])
         times: list[list[float]] = [[], []]
         with torch.no_grad():
