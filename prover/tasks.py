@@ -85,7 +85,8 @@ def prove_chunk(name: str, part_json: dict, logrows: int, srs_path: str, input_p
             "outputs": (w["processed_outputs"] or {}).get("polycommit") or [],
             "values": w["outputs"][0],
             "public": json.loads(proof.read_text())["instances"],
-            "cost": {"prove_s": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes()},
+            "cost": {"prove_s": time.perf_counter() - start, "peak_rss_bytes": peak_rss_bytes(),
+                     "threads": int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count() or 1)},
         }
         os.replace(proof, proof_path(folder_p, name))
         tmp = folder_p / f".{name}.{os.getpid()}.result.json"
