@@ -99,7 +99,8 @@ def per_chunk(shape, logrows: int = CHUNK_LOGROWS, budget: int | None = None) ->
                                       str(info.path), work)
             circuits[key] = {"kind": kind_of(first.name), "rows": pipeline.part_rows(part), "weights": weights_read(first),
                              "chunks": sum(c.part.key() == key for c in plan.chunks), **setup,
-                             "prove_s": proof["prove_s"], "prove_peak_bytes": proof["peak_rss_bytes"]}
+                             "prove_s": proof["prove_s"], "prove_peak_bytes": proof["peak_rss_bytes"],
+                             "prove_threads": proof.get("threads", 2)}
             print(f"  {first.name:>20} ({circuits[key]['kind']}): {circuits[key]['rows']:,} rows, setup "
                   f"{setup['setup_s']:.0f} s, prove {proof['prove_s']:.0f} s, peak "
                   f"{proof['peak_rss_bytes'] / 2**30:.1f} GiB", flush=True)
@@ -221,15 +222,16 @@ def per_weight() -> dict:
 
 def _measured_costs(files: list[str]) -> tuple[dict[str, list[dict]], list[float]]:
     """Per circuit kind, every measured chunk proof ({prove_s, peak, threads}); and every setup time.
-    Reads `per-chunk` files (one synthetic proof per circuit, 2 threads) and `end-to-end` files (every
-    chunk of a real proof; 1 thread per task where two ran at once, all CPUs for a lone task)."""
+    Reads `per-chunk` files (one synthetic proof per circuit, all CPUs) and `end-to-end` files (every
+    chunk of a real proof; 1 thread per task where two ran at once, all CPUs for a lone task; runs
+    older than the "threads" record count 1)."""
     kinds: dict[str, list[dict]] = {}
     setups: list[float] = []
     for f in files:
         m = json.loads(Path(f).read_text())
         for c in m.get("circuits", {}).values():
             kinds.setdefault(c["kind"], []).append(
-                {"prove_s": c["prove_s"], "peak": c["prove_peak_bytes"], "threads": 2})
+                {"prove_s": c["prove_s"], "peak": c["prove_peak_bytes"], "threads": c.get("prove_threads", 2)})
             setups.append(c["setup_s"])
         timings = m.get("timings", {})
         for name, cost in (timings.get("chunk_costs") or {}).items():
