@@ -177,7 +177,7 @@ def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int
             return 1 + layers * (timer.taylor_s(n, f) - mlp) / token
 
         def result(n: int, f: float, s: float) -> Throttle:
-            return Throttle(float(target), n, round(f, 4), round(s, 3), round(token * 1e3, 3), threads)
+            return Throttle(float(target), n, f, round(s, 3), round(token * 1e3, 3), threads)
 
         at_ceiling = slowdown(MIN_TERMS, fraction_ceiling)
         if at_ceiling >= target:
