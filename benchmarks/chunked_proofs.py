@@ -3,7 +3,7 @@
     python benchmarks/chunked_proofs.py end-to-end smollm2-135m   # protect, prove, verify a whole checkpoint
     python benchmarks/chunked_proofs.py per-chunk qwen2-0.5b      # setup and one proof per distinct circuit
     python benchmarks/chunked_proofs.py workers                   # the same chunked proof with 1 and 2 Ray workers
-    python benchmarks/chunked_proofs.py per-weight                # hidden 128: one 2^19 circuit vs chunks at 2^18
+    python benchmarks/chunked_proofs.py per-weight [--against smollm2-135m]  # hidden 128's 2^19 circuit vs chunks
     python benchmarks/chunked_proofs.py project llama-3-8b --costs FILE.json [FILE.json ...]
 
 Shapes are the published configs (benchmarks/shapes.py) with seeded weights: cost does not depend
@@ -198,9 +198,10 @@ def workers_compare() -> dict:
     return out
 
 
-def per_weight() -> dict:
+def per_weight(against: str | None = None) -> dict:
     """Hidden 128 (the largest single circuit that proves here): its single 2^19 circuit (terms and
-    encoder) against the spec's chunks at 2^18, per weight read."""
+    encoder) against the spec's chunks at 2^18, per weight read: its own chunks, or with `against`
+    the chunks of that real shape (benchmarks/shapes.py), whose chunks are full."""
     from circuits.spec import CircuitShape, LayerShape
     from taylor.conversion import DEFAULT_FRACTION
 
@@ -211,8 +212,14 @@ def per_weight() -> dict:
                                    layers=(LayerShape(expanded, inter - expanded),) * 2, activation="silu")
     single = per_chunk(shape, 19, (1 << 19) - 1024)
     report_per_chunk("hidden 128, one circuit at 2^19", single)
-    chunked = per_chunk(shape, CHUNK_LOGROWS)
-    report_per_chunk("hidden 128, chunks at 2^18", chunked)
+    if against:
+        from shapes import circuit_shape
+
+        chunked = per_chunk(circuit_shape(against), CHUNK_LOGROWS)
+        report_per_chunk(f"{against}, chunks at 2^18", chunked)
+    else:
+        chunked = per_chunk(shape, CHUNK_LOGROWS)
+        report_per_chunk("hidden 128, chunks at 2^18", chunked)
     cost = {k: sum(c["prove_s"] * c["chunks"] for c in m["circuits"].values()) / m["weights"]
             for k, m in (("single", single), ("chunked", chunked))}
     print(f"prove ms per weight: single {1000 * cost['single']:.3f}, chunked {1000 * cost['chunked']:.3f} "
@@ -285,6 +292,7 @@ def main() -> None:
     ap.add_argument("--costs", nargs="*", default=[])
     ap.add_argument("--nodes", type=int, nargs="*", default=[1, 4, 16])
     ap.add_argument("--out")
+    ap.add_argument("--against", help="per-weight: compare with the chunks of this shape (e.g. smollm2-135m)")
     ap.add_argument("--work", help="end-to-end: keep the checkpoint, release and partial proofs here (resumable)")
     args = ap.parse_args()
     if args.mode == "end-to-end":
@@ -297,7 +305,7 @@ def main() -> None:
     elif args.mode == "workers":
         result = workers_compare()
     elif args.mode == "per-weight":
-        result = per_weight()
+        result = per_weight(args.against)
     else:
         project(args.model, args.costs, args.nodes)
         return
