@@ -44,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _protect(args: argparse.Namespace) -> int:
     from taylor.conversion import DEFAULT_FRACTION, DEFAULT_TERMS, check_fraction, check_terms, protect
-
     from taylor.release import ReleaseReader
     from zkfp.errors import ZkfpError
 
