@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _protect(args: argparse.Namespace) -> int:
     from taylor.conversion import DEFAULT_FRACTION, DEFAULT_TERMS, check_fraction, check_terms, protect
-    from taylor.release import ReleaseReader
+    from taylor.release import MANIFEST
     from zkfp.errors import ZkfpError
+    from zkfp.files import read_json
 
     if args.slowdown is not None and args.terms is not None:
         raise ZkfpError("--slowdown chooses N itself: pass --slowdown or --terms, not both")
@@ -53,7 +54,7 @@ def _protect(args: argparse.Namespace) -> int:
     fraction = check_fraction(DEFAULT_FRACTION if args.fraction is None else args.fraction)
     out = protect(args.model_dir, args.out, n_terms=n_terms, calibration=args.calibration,
                   fraction=fraction, slowdown=args.slowdown, force=args.force)
-    manifest = ReleaseReader(out, verify=False).manifest
+    manifest = read_json(out / MANIFEST, "release manifest")  # just written: no need to re-validate the shards
     throttle = manifest["throttle"]
     measured = "" if throttle is None else (f", measured slowdown {throttle['slowdown']:.2f}x for the target "
                                             f"{throttle['target']:g}x")

@@ -22,13 +22,13 @@ from zkfp.checkpoint import Checkpoint
 from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
-if TYPE_CHECKING:
-    from taylor.throttle import Throttle
-
 from taylor import jets
 from taylor.calibration import Calibration, calibrate  # noqa: F401 (Calibration re-exported for callers)
 from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TERMS, SIDE_FILES, MlpLayout,
                             layer_file, mlp_key)
+
+if TYPE_CHECKING:
+    from taylor.throttle import Throttle
 
 DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70

@@ -179,32 +179,32 @@ def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int
         def result(n: int, f: float, s: float) -> Throttle:
             return Throttle(float(target), n, f, round(s, 3), round(token * 1e3, 3), threads)
 
+        def unreachable(reach: float) -> ZkfpError:
+            return ZkfpError(
+                f"--slowdown {target:g} is unreachable within fidelity on this shape with {threads} thread(s): "
+                f"at most N = {MAX_TERMS} terms (the release format's limit) at an expanded fraction of "
+                f"{fraction_ceiling:.2f} (the ceiling: the largest fraction whose fidelity was measured, unless "
+                f"you pass a larger --fraction) gives about {reach:.2f}x")
+
         at_ceiling = slowdown(MIN_TERMS, fraction_ceiling)
         if at_ceiling >= target:
             # Lever 1: fewer expanded neurons at N = MIN_TERMS. The slowdown is affine in f through (0, 1).
             f = fraction_ceiling * (target - 1) / max(at_ceiling - 1, 1e-9)
             f = min(math.ceil(f * 100) / 100, fraction_ceiling)
-            while True:
-                s = slowdown(MIN_TERMS, f) if f < fraction_ceiling else at_ceiling
-                if s >= target or f >= fraction_ceiling:
+            while f < fraction_ceiling:
+                s = slowdown(MIN_TERMS, f)
+                if s >= target:
                     return result(MIN_TERMS, f, s)
                 f = min(f + 0.01, fraction_ceiling)
+            return result(MIN_TERMS, fraction_ceiling, at_ceiling)
         # Lever 2: more terms at the ceiling fraction. The slowdown is affine in N.
         step = (slowdown(MIN_TERMS + 4, fraction_ceiling) - at_ceiling) / 4
         needed = MIN_TERMS + (target - at_ceiling) / step if step > 0 else math.inf
         if needed > MAX_TERMS:
-            reach = at_ceiling + step * (MAX_TERMS - MIN_TERMS)
-            raise ZkfpError(
-                f"--slowdown {target:g} is unreachable within fidelity on this shape with {threads} thread(s): "
-                f"at most N = {MAX_TERMS} terms (the release format's limit) at an expanded fraction of "
-                f"{fraction_ceiling:.2f} (the ceiling: the largest fraction whose fidelity was measured, unless "
-                f"you pass a larger --fraction) gives about {reach:.2f}x")
+            raise unreachable(at_ceiling + step * (MAX_TERMS - MIN_TERMS))
         n = min(MAX_TERMS, MIN_TERMS + 2 * math.ceil((needed - MIN_TERMS) / 2))
-        while True:
-            s = slowdown(n, fraction_ceiling)
-            if s >= target or n >= MAX_TERMS:
-                if s < target:
-                    raise ZkfpError(f"--slowdown {target:g} is unreachable within fidelity on this shape: "
-                                    f"N = {MAX_TERMS} at fraction {fraction_ceiling:.2f} measured {s:.2f}x")
-                return result(n, fraction_ceiling, s)
+        while (s := slowdown(n, fraction_ceiling)) < target:
+            if n >= MAX_TERMS:
+                raise unreachable(s)
             n += 2
+        return result(n, fraction_ceiling, s)
