@@ -23,6 +23,7 @@ from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
 from taylor import jets
+from taylor.shard_writer import DTYPE_NAMES, Streamed, save_streamed
 from taylor.calibration import Calibration, calibrate  # noqa: F401 (Calibration re-exported for callers)
 from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TERMS, SIDE_FILES, MlpLayout,
                             layer_file, mlp_key)
@@ -40,10 +41,6 @@ DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 
 # certified 0-6 % of the trained Llama's neurons.
 CERTIFY_MARGIN = 0.0
 CERTIFY_TOL = 1e-4
-
-_ST_DTYPE = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-             torch.int64: "I64"}
-
 
 def check_terms(n_terms: int) -> int:
     if not isinstance(n_terms, int) or n_terms < 1:
@@ -96,6 +93,16 @@ def select_expanded(minimum: np.ndarray, maximum: np.ndarray, fraction: float,
     return np.sort(order[:count])
 
 
+def _theta_orders(down_s: torch.Tensor, coeff: np.ndarray):
+    """Θ_n = W_down[:, S] · act^{(n)}/n!, one order at a time (products in fp64, stored fp32), so a
+    block's Θ is never whole in memory (taylor.shard_writer)."""
+    def orders():
+        wide = down_s.double()
+        for c in coeff:
+            yield (wide * torch.from_numpy(c)).float().unsqueeze(0)
+    return orders
+
+
 def _canonical(name: str, prefix: str, family) -> str:
     """Checkpoint name → the causal-LM model's state-dict name (a checkpoint may omit the base prefix)."""
     want = family.base_prefixes[0]
@@ -110,8 +117,6 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
     """Write the release, one block at a time (see taylor.release for the format). `certify`:
     expand only neurons whose series is certified on their calibrated range (`certified`).
     `throttle`: the slowdown target this (N, fraction) was chosen for, recorded in the manifest."""
-    from safetensors.torch import save_file
-
     check_terms(n_terms)
     check_fraction(fraction)
     ckpt = Checkpoint(model_dir)
@@ -138,10 +143,10 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
     layers_info: list[dict] = []
     dtypes_seen: set[str] = set()
 
-    def write(folder: Path, file_name: str, tensors_out: dict[str, torch.Tensor]) -> None:
+    def write(folder: Path, file_name: str, tensors_out: dict[str, "torch.Tensor | Streamed"]) -> None:
         for k, t in tensors_out.items():
-            tensors[k] = {"file": file_name, "shape": list(t.shape), "dtype": _ST_DTYPE[t.dtype]}
-        save_file({k: t.contiguous() for k, t in tensors_out.items()}, str(folder / file_name))
+            tensors[k] = {"file": file_name, "shape": list(t.shape), "dtype": DTYPE_NAMES[t.dtype]}
+        save_streamed(tensors_out, folder / file_name)
 
     with atomic_output_dir(out, force=force) as tmp:
         src_dtype = None
@@ -152,7 +157,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             w_up = reader.linear(fam.up, i) if layout.gated else None
             ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
             src_dtype = w_in.weight.dtype
-            dtypes_seen.add(_ST_DTYPE[src_dtype])
+            dtypes_seen.add(DTYPE_NAMES[src_dtype])
             eligible = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms) if certify else None
             expanded = select_expanded(calib.minimum[i], calib.maximum[i], fraction, eligible)
             exact = np.setdiff1d(np.arange(d.intermediate), expanded)
@@ -162,11 +167,8 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             bias = None if w_in.bias is None else w_in.bias.double().numpy()[expanded]
             z0 = t if bias is None else t - bias
             coeff = jets.activation_jet(arch.activation, t, n_terms)  # (N+1, |S|) fp64
-            down_s = w_down.weight[:, s_idx].double()
-            theta = torch.empty((n_terms + 1, d.hidden, expanded.size), dtype=torch.float32)
-            for n in range(n_terms + 1):
-                theta[n] = (down_s * torch.from_numpy(coeff[n])).float()
-            del down_s
+            theta = Streamed((n_terms + 1, d.hidden, expanded.size), torch.float32,
+                             _theta_orders(w_down.weight[:, s_idx], coeff))
             radius = jets.GUARD_SCALE * jets.convergence_radius(arch.activation, t)
             mlp = {"in_weight": w_in.weight[s_idx], "anchor": torch.from_numpy(z0).float(), "coeffs": theta,
                    "guard_radius": torch.from_numpy(radius).float(),
@@ -180,7 +182,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             out_t.update({mlp_key(i, k): v for k, v in mlp.items()})
             write(tmp, layer_file(i), out_t)
             layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist()})
-            del out_t, mlp, theta, w_in, w_down, w_up
+            del out_t, mlp, w_in, w_down, w_up
         write(tmp, BASE_FILE, {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in base})
         for side in SIDE_FILES:
             if (Path(model_dir) / side).is_file():
