@@ -6,11 +6,11 @@ Writes a bf16 Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, int
 32 heads, vocabulary 32000) but only `--layers` blocks (memory is per block), seeded random
 weights, sharded one safetensors file per block plus embeddings and head, with
 `model.safetensors.index.json`. Then protects it in a fresh process with `taylor.protect`'s
-defaults (built-in calibration corpus, N = 12, fraction ≈ 0.70) and reports that process's peak
-RSS (VmHWM from /proc/self/status; ru_maxrss would carry the forking parent's peak across exec;
-reset through /proc/self/clear_refs between calibration and conversion, so each has its own
-peak), the time of each, and the release's size and file count. The temporary
-folder is deleted afterwards unless --keep is given.
+defaults (at this width: N and fraction chosen for a measured 4× slowdown, random-id calibration)
+and reports that process's peak RSS (VmHWM from /proc/self/status; ru_maxrss would carry the
+forking parent's peak across exec; reset through /proc/self/clear_refs between the throttle
+choice, calibration and conversion, so each has its own peak), the time of each, and the
+release's size and file count. The temporary folder is deleted afterwards unless --keep is given.
 """
 
 from __future__ import annotations
@@ -36,29 +36,32 @@ CHILD = textwrap.dedent("""
     import json, sys, time
     sys.path.insert(0, sys.argv[3])
     import taylor.conversion as conversion
+    import taylor.throttle as throttle
     ckpt, out = sys.argv[1], sys.argv[2]
 
     def status(key):
         return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
 
-    figures = {"imports_rss_mib": status("VmRSS:")}
-    real_calibrate = conversion.calibrate
+    figures = {"imports_rss_mib": status("VmRSS:"), "choose_s": 0.0, "choose_peak_mib": 0.0}
 
-    def timed_calibrate(*args, **kw):  # protect() calls calibrate, then convert
-        start = time.perf_counter()
-        calib = real_calibrate(*args, **kw)
-        figures["calibrate_s"] = time.perf_counter() - start
-        figures["calibrate_peak_mib"] = status("VmHWM:")
-        with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM: from here on, conversion's peak
-            f.write("5")
-        return calib
+    def timed(stage, fn):  # protect() may choose the throttle, then calibrates, then converts
+        def run(*args, **kw):
+            start = time.perf_counter()
+            result = fn(*args, **kw)
+            figures[stage + "_s"] = time.perf_counter() - start
+            figures[stage + "_peak_mib"] = status("VmHWM:")
+            with open("/proc/self/clear_refs", "w") as f:  # "5" resets VmHWM: the next stage's own peak
+                f.write("5")
+            return result
+        return run
 
-    conversion.calibrate = timed_calibrate
+    throttle.choose = timed("choose", throttle.choose)
+    conversion.calibrate = timed("calibrate", conversion.calibrate)
     start = time.perf_counter()
     conversion.protect(ckpt, out)
     figures["protect_s"] = time.perf_counter() - start
     figures["convert_peak_mib"] = status("VmHWM:")
-    figures["peak_rss_mib"] = max(figures["calibrate_peak_mib"], figures["convert_peak_mib"])
+    figures["peak_rss_mib"] = max(figures[k] for k in ("choose_peak_mib", "calibrate_peak_mib", "convert_peak_mib"))
     print(json.dumps(figures))
 """)
 
@@ -89,11 +92,14 @@ def main(argv=None) -> int:
         rel_size = sum(p.stat().st_size for p in files)
         manifest = json.loads((work / "release" / "manifest.json").read_text())
         clear = {info["dtype"] for name, info in manifest["tensors"].items() if not name.startswith("taylor.")}
+        convert_s = r["protect_s"] - r["calibrate_s"] - r["choose_s"]
         print(f"protect (defaults: N={manifest['n_terms']}, fraction {manifest['expanded_fraction']:.3f}, "
               f"{manifest['calibration']['tokens']} calibration tokens): {r['protect_s']:.0f} s "
-              f"(calibrate {r['calibrate_s']:.0f} s, convert {r['protect_s'] - r['calibrate_s']:.0f} s)")
-        print(f"peak RSS {r['peak_rss_mib']:.0f} MiB: calibration {r['calibrate_peak_mib']:.0f} MiB, conversion "
-              f"{r['convert_peak_mib']:.0f} MiB (RSS after imports {r['imports_rss_mib']:.0f} MiB)")
+              f"(choose the throttle {r['choose_s']:.0f} s, calibrate {r['calibrate_s']:.0f} s, convert {convert_s:.0f} s)")
+        print(f"throttle: {json.dumps(manifest['throttle'])}")
+        print(f"peak RSS {r['peak_rss_mib']:.0f} MiB: throttle choice {r['choose_peak_mib']:.0f} MiB, calibration "
+              f"{r['calibrate_peak_mib']:.0f} MiB, conversion {r['convert_peak_mib']:.0f} MiB (RSS after imports "
+              f"{r['imports_rss_mib']:.0f} MiB)")
         print(f"release: {rel_size / 2**30:.2f} GiB in {len(shard_files)} safetensors shards ({len(files)} files "
               f"with manifest and config); clear tensors stored as {sorted(clear)}")
         per_block = 2 * (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE) / 2**20

@@ -1,7 +1,8 @@
 """Taylor-protected releases of transformers checkpoints (TaylorMLP, Wang et al., EMNLP 2024).
 
 Public API (heavy modules are imported on first use, so `import taylor` stays light):
-  protect(model_dir, out, *, n_terms=12, calibration=None, fraction≈0.70, force=False) -> Path
+  protect(model_dir, out, *, n_terms=None, slowdown=None, calibration=None, fraction≈0.70, force=False) -> Path
+    (neither N nor slowdown: a measured 4× at hidden ≥ 1024, else N = 12)
   load_release(release_dir, *, dtype=torch.float32, verify=True) -> transformers model
   audit(release_dir, original=None, tol=1e-3) -> AuditReport
   effective_down(release, layer) -> Tensor (hidden, intermediate)

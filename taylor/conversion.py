@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from zkfp.architectures import CAUSAL_FAMILIES, ModelReader
+from zkfp.architectures import CAUSAL_FAMILIES, ModelReader, detect
 from zkfp.checkpoint import Checkpoint
 from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 DEFAULT_TERMS = 12  # smallest even N with 100% greedy agreement on both MLP families (benchmarks/taylor_fidelity.py)
 DEFAULT_FRACTION = 10000 / 14336  # the official code's Llama-3-8B setting, ≈ 0.70
+# From hidden 1024 up, the default release aims for a measured 4× (TaylorMLP reports > 4× with
+# exact tokens); N = DEFAULT_TERMS gives ≈ 2.5× there (README "Throttle as a target"). Below it a
+# token's cost is mostly Python overhead, which no N changes much (1.46× at N = 12 on tiny models).
+DEFAULT_SLOWDOWN = 4.0
+THROTTLE_MIN_HIDDEN = 1024
 # With certify=True a neuron is expanded only if its series is certified on its calibrated range
 # widened by CERTIFY_MARGIN × the width on each side: within the guard radius and within
 # CERTIFY_TOL of the activation. Off by default: on an untrained hidden-1024 Llama with
@@ -218,19 +223,34 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
     return Path(out)
 
 
-def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: int = DEFAULT_TERMS,
+def default_slowdown(config: dict) -> float | None:
+    """The slowdown a release of this config aims for when neither N nor a target is given:
+    DEFAULT_SLOWDOWN at hidden ≥ THROTTLE_MIN_HIDDEN, else None (N = DEFAULT_TERMS)."""
+    hidden = detect(config, CAUSAL_FAMILIES).dims.hidden
+    return DEFAULT_SLOWDOWN if hidden >= THROTTLE_MIN_HIDDEN else None
+
+
+def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: int | None = None,
             calibration: str | os.PathLike | None = None, fraction: float = DEFAULT_FRACTION,
             slowdown: float | None = None, force: bool = False, certify: bool = False) -> Path:
     """Calibrate and convert `model_dir` into a Taylor release at `out` (all-or-nothing).
 
     With `slowdown`, N and the expanded fraction are chosen (taylor.throttle.choose, `fraction`
-    then being the ceiling) so that the slowdown measured on the checkpoint's shape reaches it;
-    `n_terms` is then ignored. The choice and its measured figure go into the manifest."""
-    check_terms(n_terms)
+    then being the ceiling) so that the slowdown measured on the checkpoint's shape reaches it.
+    With neither `n_terms` nor `slowdown`, a model of hidden size ≥ THROTTLE_MIN_HIDDEN aims for
+    DEFAULT_SLOWDOWN (the nearest N = MAX_TERMS gets, if it falls short) and a smaller one gets
+    N = DEFAULT_TERMS. The choice and its measured figure go into the manifest."""
+    if n_terms is not None and slowdown is not None:
+        raise ZkfpError("--slowdown chooses N itself: pass --slowdown or --terms, not both")
+    check_terms(DEFAULT_TERMS if n_terms is None else n_terms)
     check_fraction(fraction)
     out = Path(out)
     if out.exists() and not force:
         raise ZkfpError(f"output exists: {out} (pass --force to replace it)")
+    config = Checkpoint(model_dir).config
+    strict = slowdown is not None
+    if n_terms is None and slowdown is None and not certify:
+        slowdown = default_slowdown(config)
     throttle = None
     if slowdown is not None:
         if certify:
@@ -238,8 +258,8 @@ def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: in
                             "expanded neurons after the throttle is chosen")
         from taylor.throttle import choose
 
-        throttle = choose(Checkpoint(model_dir).config, slowdown, fraction_ceiling=fraction)
+        throttle = choose(config, slowdown, fraction_ceiling=fraction, strict=strict)
         n_terms, fraction = throttle.n_terms, throttle.fraction
     calib = calibrate(model_dir, calibration)
-    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force, certify=certify,
-                   throttle=throttle)
+    return convert(model_dir, out, calib, n_terms=n_terms or DEFAULT_TERMS, fraction=fraction, force=force,
+                   certify=certify, throttle=throttle)

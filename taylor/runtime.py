@@ -60,6 +60,10 @@ class TaylorMLP(nn.Module):
         if not self.gated:  # Θ_0 applied to u = 1 is a constant vector
             self.register_buffer("zeroth", self.coeffs[0].sum(dim=1))
 
+    def theta(self, n: int) -> torch.Tensor:
+        """Θ_n, the (d, |S|) matrix of order n."""
+        return self.coeffs[n]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
@@ -70,7 +74,7 @@ class TaylorMLP(nn.Module):
             self.counts.fell_back += int(outside.sum())
         if self.gated:
             p = F.linear(x, self.up_weight)
-            y = F.linear(p, self.coeffs[0])
+            y = F.linear(p, self.theta(0))
         else:
             p = None
             y = self.zeroth.expand(*x.shape[:-1], -1)
@@ -78,7 +82,7 @@ class TaylorMLP(nn.Module):
             p = delta if p is None else p * delta
             if n == self.guard_order + 1:
                 p = p.masked_fill(outside, 0.0)
-            y = y + F.linear(p, self.coeffs[n])
+            y = y + F.linear(p, self.theta(n))
         h = F.linear(x, self.exact_in_weight, getattr(self, "exact_in_bias", None))
         h = _ACT[self.activation](h)
         if self.gated:

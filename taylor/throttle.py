@@ -38,6 +38,9 @@ from taylor.runtime import TaylorMLP, mlp_module_name
 
 _TOKENS = 8  # tokens decoded per timed generate call
 _REPS = 5  # interleaved repetitions; the fastest is kept, as the one least disturbed by other work
+# Distinct Θ_n matrices held while timing a TaylorMLP, at most this many bytes (at least two): on
+# the Llama-2-7B shape one order is 126 MB, so N = 28 would otherwise hold 3.7 GB just to be timed.
+_POOL_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,14 @@ class ShapeTimer:
         if self.layout is None:
             self.token_s()
         s = int(round(fraction * d.intermediate))
-        shapes = self.layout.shapes(d.hidden, s, d.intermediate - s, n_terms)
+        pool = max(2, min(n_terms + 1, _POOL_BYTES // max(4 * d.hidden * s, 1)))
+        shapes = self.layout.shapes(d.hidden, s, d.intermediate - s, pool - 1)
         g = torch.Generator().manual_seed(0)
-        tensors = {k: torch.randn(*v, generator=g) * 0.02 for k, v in shapes.items()}
+        tensors = {k: torch.randn(*v, generator=g).mul_(0.02) for k, v in shapes.items()}
         tensors["guard_radius"] = torch.full((s,), 1.0)
-        return self._module_s(TaylorMLP(tensors, self.arch.activation, guard_order=2))
+        module = _PooledTaylorMLP(tensors, self.arch.activation, guard_order=2)
+        module.n_terms = n_terms
+        return self._module_s(module)
 
     def _module_s(self, module) -> float:
         x = torch.randn(1, 1, self.arch.dims.hidden)
@@ -161,9 +167,21 @@ class ShapeTimer:
         return min(samples)
 
 
-def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int = 1) -> Throttle:
+class _PooledTaylorMLP(TaylorMLP):
+    """A TaylorMLP of n_terms orders whose order n reads Θ_{n mod pool}: the same products as a
+    release's, in less memory. The pool holds every order if they fit in _POOL_BYTES, and else
+    hundreds of MB (a few orders of ≥ 100 MB each), far more than any cache, so each order's matrix
+    still comes from main memory, as a release's does."""
+
+    def theta(self, n: int) -> torch.Tensor:
+        return self.coeffs[n % self.coeffs.shape[0]]
+
+
+def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int = 1,
+           strict: bool = True) -> Throttle:
     """The (N, fraction) whose measured slowdown on `config`'s shape reaches `target`, within the
-    fidelity bounds of the module docstring; ZkfpError naming the bound if none does."""
+    fidelity bounds of the module docstring. If none does: ZkfpError naming the bound, or with
+    `strict=False` the nearest, N = MAX_TERMS at the ceiling fraction (its figure tells how near)."""
     if not (isinstance(target, (int, float)) and math.isfinite(target)) or target < 1:
         raise ZkfpError(f"--slowdown must be a number ≥ 1 (got {target!r}): a release cannot run faster than "
                         "its source")
@@ -179,8 +197,10 @@ def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int
         def result(n: int, f: float, s: float) -> Throttle:
             return Throttle(float(target), n, f, round(s, 3), round(token * 1e3, 3), threads)
 
-        def unreachable(reach: float) -> ZkfpError:
-            return ZkfpError(
+        def nearest_or_refuse(reach: float) -> Throttle:
+            if not strict:
+                return result(MAX_TERMS, fraction_ceiling, slowdown(MAX_TERMS, fraction_ceiling))
+            raise ZkfpError(
                 f"--slowdown {target:g} is unreachable within fidelity on this shape with {threads} thread(s): "
                 f"at most N = {MAX_TERMS} terms (the release format's limit) at an expanded fraction of "
                 f"{fraction_ceiling:.2f} (the ceiling: the largest fraction whose fidelity was measured, unless "
@@ -201,10 +221,10 @@ def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int
         step = (slowdown(MIN_TERMS + 4, fraction_ceiling) - at_ceiling) / 4
         needed = MIN_TERMS + (target - at_ceiling) / step if step > 0 else math.inf
         if needed > MAX_TERMS:
-            raise unreachable(at_ceiling + step * (MAX_TERMS - MIN_TERMS))
+            return nearest_or_refuse(at_ceiling + step * (MAX_TERMS - MIN_TERMS))
         n = min(MAX_TERMS, MIN_TERMS + 2 * math.ceil((needed - MIN_TERMS) / 2))
         while (s := slowdown(n, fraction_ceiling)) < target:
             if n >= MAX_TERMS:
-                raise unreachable(s)
+                return nearest_or_refuse(s)
             n += 2
         return result(n, fraction_ceiling, s)

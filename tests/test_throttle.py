@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from taylor import throttle
+from taylor import conversion, throttle
 from taylor.release import MAX_TERMS
 from zkfp.cli import main
 from zkfp.errors import ZkfpError
-from zkfp.zoo.tiny import tiny_config
+from zkfp.zoo.tiny import build, save, tiny_config
 
 
 class LinearCosts:
@@ -59,6 +59,32 @@ def test_a_higher_fraction_ceiling_reaches_further(linear_costs):
     with pytest.raises(ZkfpError, match=f"N = {MAX_TERMS} terms .* fraction of 0.70 .* gives about"):
         throttle.choose({}, 4.5, fraction_ceiling=0.7)
     assert throttle.choose({}, 4.5, fraction_ceiling=1.0).slowdown >= 4.5
+
+
+def test_a_target_out_of_reach_gets_the_nearest_when_not_strict(linear_costs):
+    t = throttle.choose({}, 4.5, fraction_ceiling=0.7, strict=False)
+    assert (t.n_terms, t.fraction) == (MAX_TERMS, 0.7)
+    assert t.slowdown == pytest.approx(slowdown(MAX_TERMS, 0.7), abs=1e-3) and t.slowdown < t.target == 4.5
+
+
+@pytest.mark.parametrize("hidden, expected", [(1024, conversion.DEFAULT_SLOWDOWN), (4096, conversion.DEFAULT_SLOWDOWN),
+                                              (960, None), (64, None)])
+def test_the_default_aims_for_4x_from_hidden_1024(hidden, expected):
+    config = tiny_config("llama", hidden=hidden, intermediate=64).to_dict()
+    assert conversion.default_slowdown(config) == expected
+
+
+def test_default_protect_of_a_wide_model_records_the_throttle_it_aimed_for(linear_costs, tmp_path, capsys):
+    # LinearCosts cannot reach 4x (N = 32 gives 3.99x): the default takes the nearest and says so
+    src = save(build("llama", hidden=1024, layers=1, heads=8, kv_heads=8, intermediate=96, vocab=128), tmp_path / "src")
+    rc, out, err = _run(capsys, "protect", src, "--out", tmp_path / "rel")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "rel" / "manifest.json").read_text())
+    assert m["throttle"]["target"] == conversion.DEFAULT_SLOWDOWN and m["n_terms"] == MAX_TERMS
+    assert m["throttle"]["slowdown"] == pytest.approx(slowdown(MAX_TERMS, m["expanded_fraction"]), abs=1e-3)
+    assert "short of it: N = 32 is the most the format allows" in out
+    rc, _, err = _run(capsys, "protect", src, "--out", tmp_path / "fixed", "--terms", "12")
+    assert rc == 0 and json.loads((tmp_path / "fixed" / "manifest.json").read_text())["throttle"] is None
 
 
 @pytest.mark.parametrize("bad", [0.5, -2, float("nan"), float("inf")])
