@@ -10,9 +10,12 @@ tokens, batch of equal-length prompts) on four prompt sources:
   random   — uniformly random token ids
 Reports the share of identical sequences, of equal tokens, the guard fallback rate
 (`zkfp generate --stats`'s figure) over the release's generations, and the share of MLP neurons
-the release expands (≈70 % by default).
+the release expands (≈70 % by default). `--terms 4,8` also evaluates the release at those N
+below its own (orders ≤ N only: the same as a release made with that N, whose lower orders
+and guard are identical), for a table of N × family × prompt source.
 
     python benchmarks/taylor_fidelity_sources.py [--steps 400] [--prompts 50] [--new-tokens 64]
+        [--hidden 64] [--layers 4] [--terms 4,8] [--models DIR]
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main() -> None:
     ap.add_argument("--families", default="llama,gpt2")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--terms", default="", help="comma-separated N below the release's own to evaluate too")
     ap.add_argument("--models", default=None, metavar="DIR",
                     help="keep the trained checkpoints here and reuse them on the next run (compare defaults)")
     args = ap.parse_args()
@@ -75,7 +79,7 @@ def main() -> None:
 
     from taylor.conversion import protect
     from taylor.release import ReleaseReader
-    from taylor.runtime import guard_counts, load_release
+    from taylor.runtime import guard_counts, load_release, set_terms
     from zkfp.zoo.tiny import make_trained
 
     torch.set_num_threads(2)
@@ -104,23 +108,30 @@ def main() -> None:
                 reader.close()
                 expanded = sum(len(layer["expanded"]) for layer in manifest["layers"]) / (
                     len(manifest["layers"]) * inter)
-                for name, ids in sources.items():
-                    with guard_counts(released) as counts:
-                        got = greedy(released, ids, args.new_tokens)
-                    same = got == refs[name]
-                    fell = sum(c.fell_back for c in counts) / max(1, sum(c.evaluations for c in counts))
-                    rows.append((family, label, name, same.all(dim=1).float().mean().item(),
-                                 same.float().mean().item(), fell, expanded))
-                    print(f"{family:5} {label:12} {name:7} sequences identical {100 * rows[-1][3]:5.1f}%  "
-                          f"tokens equal {100 * rows[-1][4]:6.2f}%  guard fallbacks {100 * fell:.4f}%  "
-                          f"expanded {100 * expanded:.1f}% (protect {protect_s:.0f} s)", flush=True)
+                own = manifest["n_terms"]
+                for n in sorted({own, *(int(t) for t in args.terms.split(",") if t and int(t) < own)}):
+                    set_terms(released, n)
+                    for name, ids in sources.items():
+                        with guard_counts(released) as counts:
+                            got = greedy(released, ids, args.new_tokens)
+                        same = got == refs[name]
+                        fell = sum(c.fell_back for c in counts) / max(1, sum(c.evaluations for c in counts))
+                        slow = (manifest["throttle"] or {}).get("slowdown") if n == own else None
+                        rows.append((family, label, name, same.all(dim=1).float().mean().item(),
+                                     same.float().mean().item(), fell, expanded, n, slow))
+                        print(f"{family:5} {label:12} {name:7} N = {n:2} sequences identical {100 * rows[-1][3]:5.1f}%  "
+                              f"tokens equal {100 * rows[-1][4]:6.2f}%  guard fallbacks {100 * fell:.4f}%  "
+                              f"expanded {100 * expanded:.1f}% (default N = {own}, throttle "
+                              f"{json.dumps(manifest['throttle'])}; protect {protect_s:.0f} s)", flush=True)
                 shutil.rmtree(rel)
-    print(f"\nmarkdown ({args.prompts} prompts x {args.new_tokens} new tokens, default protect options):")
-    print("| family | checkpoint | prompts | sequences identical | tokens equal | guard fallbacks | expanded |")
-    print("|---|---|---|---|---|---|---|")
-    for family, label, name, seq, tok, fell, exp in rows:
+    print(f"\nmarkdown ({args.prompts} prompts x {args.new_tokens} new tokens, default protect options; N below "
+          f"the default: orders <= N of the same release):")
+    print("| family | checkpoint | prompts | sequences identical | tokens equal | guard fallbacks | expanded | N "
+          "| measured slowdown |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for family, label, name, seq, tok, fell, exp, n, slow in rows:
         print(f"| {family} | {label} | {name} | {100 * seq:.1f}% | {100 * tok:.2f}% | {100 * fell:.4f}% | "
-              f"{100 * exp:.1f}% |")
+              f"{100 * exp:.1f}% | {n} | {'-' if slow is None else f'{slow:.2f}x'} |")
 
 
 if __name__ == "__main__":
