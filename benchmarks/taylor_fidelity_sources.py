@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--families", default="llama,gpt2")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=3e-3, help="training learning rate (the zoo's default 3e-3)")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--terms", default="", help="comma-separated N below the release's own to evaluate too")
     ap.add_argument("--models", default=None, metavar="DIR",
                     help="keep the trained checkpoints here and reuse them on the next run (compare defaults)")
@@ -86,10 +88,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.families.split(","):
-            ckpt = Path(args.models or tmp) / f"{family}-{args.steps}-{args.layers}x{args.hidden}"
+            recipe = "" if (args.lr, args.weight_decay) == (3e-3, 0.0) else f"-lr{args.lr:g}-wd{args.weight_decay:g}"
+            ckpt = Path(args.models or tmp) / f"{family}-{args.steps}-{args.layers}x{args.hidden}{recipe}"
             if not (ckpt / "config.json").is_file():
                 make_trained(family, ckpt, seed=3, domain=["forest", "kitchen", "harbor"], steps=args.steps,
-                             layers=args.layers, hidden=args.hidden)
+                             layers=args.layers, hidden=args.hidden, lr=args.lr, weight_decay=args.weight_decay)
             bare = Path(tmp) / f"{family}-no-tokenizer"
             shutil.copytree(ckpt, bare)
             for name in TOKENIZER_FILES:

@@ -114,13 +114,13 @@ def test_zkfp_generate_runs_a_sharded_release_like_the_original(sharded_release,
 
 def test_an_interrupt_mid_conversion_leaves_nothing_and_keeps_the_old_release(sharded_release, tmp_path,
                                                                              monkeypatch):
-    import safetensors.torch
+    import taylor.conversion
 
     ckpt, _ = sharded_release
     out = tmp_path / "rel"
     protect(ckpt, out, n_terms=4)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real, calls = safetensors.torch.save_file, []
+    real, calls = taylor.conversion.save_streamed, []
 
     def interrupted(*args, **kw):
         calls.append(1)
@@ -128,7 +128,7 @@ def test_an_interrupt_mid_conversion_leaves_nothing_and_keeps_the_old_release(sh
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    monkeypatch.setattr(taylor.conversion, "save_streamed", interrupted)
     with pytest.raises(KeyboardInterrupt):
         protect(ckpt, out, n_terms=6, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]
@@ -140,13 +140,13 @@ def test_a_killed_conversion_leaves_no_release(sharded_release, tmp_path):
     ckpt, _ = sharded_release
     out = tmp_path / "rel"
     child = (
-        "import os, signal, sys, safetensors.torch, taylor.conversion as c\n"
-        "real, calls = safetensors.torch.save_file, []\n"
+        "import os, signal, sys, taylor.conversion as c\n"
+        "real, calls = c.save_streamed, []\n"
         "def killed(*a, **k):\n"
         "    calls.append(1)\n"
         "    if len(calls) == 2: os.kill(os.getpid(), signal.SIGKILL)\n"
         "    return real(*a, **k)\n"
-        "safetensors.torch.save_file = killed\n"
+        "c.save_streamed = killed\n"
         "c.protect(sys.argv[1], sys.argv[2], n_terms=4)\n"
     )
     r = subprocess.run([sys.executable, "-c", child, str(ckpt), str(out)], capture_output=True)

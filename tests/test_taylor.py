@@ -227,6 +227,34 @@ def test_neurons_whose_series_cannot_be_certified_stay_exact():
     assert select_expanded(lo, hi, 1.0, ok).tolist() == [0, 1, 3, 4]  # fewer than asked when fewer qualify
 
 
+def test_neurons_whose_calibration_inputs_leave_the_guard_radius_stay_exact(tiny_models, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    from zkfp.cli import main
+
+    wide = tmp_path / "wide"
+    shutil.copytree(tiny_models("llama"), wide)
+    tensors = load_file(wide / "model.safetensors")
+    gate = "model.layers.0.mlp.gate_proj.weight"
+    blown = torch.arange(0, tensors[gate].shape[0], 2)  # every other neuron of block 0: inputs ×40
+    tensors[gate][blown] *= 40
+    save_file(tensors, wide / "model.safetensors", metadata={"format": "pt"})
+
+    assert main(["protect", str(wide), "--out", str(tmp_path / "rel")]) == 0
+    out = capsys.readouterr().out
+    assert "note: only 0.60 of the MLP neurons" in out and "guard radius" in out, out  # (0.5 + 0.7) / 2
+    m = json.loads((tmp_path / "rel" / "manifest.json").read_text())
+    block0 = m["layers"][0]
+    assert not set(block0["expanded"]) & set(blown.tolist()) and block0["expanded"]
+    assert block0["calibration_beyond_guard"] <= 1e-3
+    assert len(m["layers"][1]["expanded"]) == round(0.7 * tensors[gate].shape[0])  # block 1 is untouched
+    original, protected = _original(wide), load_release(tmp_path / "rel")
+    with guard_counts(protected) as counts:
+        for text in PROMPTS:
+            assert torch.equal(_greedy(original, text), _greedy(protected, text)), text
+    assert counts[0].fraction < 1e-3
+
+
 def test_manifest_records_the_contract(released):
     ckpt, rel = released("llama")
     m = json.loads((rel / "manifest.json").read_text())

@@ -53,14 +53,14 @@ def encode(text: str) -> torch.Tensor:
 
 
 def train(model, token_ids: torch.Tensor, steps: int = 300, seq_len: int = 64, batch: int = 16,
-          lr: float = 3e-3, seed: int = 0, params=None):
+          lr: float = 3e-3, seed: int = 0, params=None, weight_decay: float = 0.0):
     """Train briefly with next-token loss (masked-token loss for encoders). Deterministic in `seed`.
 
     `params` restricts what is trained (e.g. LoRA adapters); by default everything is.
     """
     gen = torch.Generator().manual_seed(seed)
     params = list(params) if params is not None else list(model.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1), eta_min=lr * 0.1)
     masked_lm = model.config.model_type == "bert"
     model.train()
@@ -94,10 +94,12 @@ def save(model, out_dir: str | os.PathLike, dtype: torch.dtype | None = None,
 
 
 def make_trained(family: str, out_dir: str | os.PathLike, *, seed: int = 0, domain="forest", steps: int = 300,
-                 dtype: torch.dtype | None = None, max_shard_size=None, **config_kw) -> Path:
+                 dtype: torch.dtype | None = None, max_shard_size=None, lr: float = 3e-3,
+                 weight_decay: float = 0.0, **config_kw) -> Path:
     """Build, train on generated text, and save: the one-call recipe tests use."""
     from zkfp.zoo.corpus import generate
 
     model = build(family, seed=seed, **config_kw)
-    train(model, encode(generate(domain, n_sentences=3000, seed=seed)), steps=steps, seed=seed)
+    train(model, encode(generate(domain, n_sentences=3000, seed=seed)), steps=steps, seed=seed, lr=lr,
+          weight_decay=weight_decay)
     return save(model, out_dir, dtype=dtype, max_shard_size=max_shard_size)
