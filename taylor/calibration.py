@@ -27,10 +27,6 @@ from zkfp.errors import CheckpointError, ZkfpError
 CALIB_SEQ_LEN = 128
 CALIB_MAX_TOKENS = 16384
 CALIB_BATCH = 8
-# Pre-activation rows kept per block (every k-th calibration token) to tell, once the anchors are
-# known, how often each neuron's inputs leave the series' guard radius: 2048 rows of Llama-2-7B's
-# 11008 neurons are 90 MB.
-GUARD_SAMPLE_ROWS = 2048
 RANDOM_SEED = 4242
 # Byte-order marks that name a text file's encoding unambiguously (UTF-32 before UTF-16: its LE
 # mark starts with UTF-16's).
@@ -40,28 +36,23 @@ _BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (code
 
 @dataclass
 class Calibration:
-    """Per-layer, per-neuron min and max of the MLP pre-activation (bias included), fp32, and
-    `beyond_guard`: per neuron, the share of sampled calibration tokens whose pre-activation lies
-    beyond the guard radius of the series anchored at the midpoint (None if not measured)."""
+    """Per-layer, per-neuron min and max of the MLP pre-activation (bias included), fp32."""
 
     minimum: list[np.ndarray]
     maximum: list[np.ndarray]
     tokens: int
     source: str
-    beyond_guard: list[np.ndarray] | None = None
     extra: dict = field(default_factory=dict)
 
     def save(self, path: str | os.PathLike) -> None:
-        beyond = {} if self.beyond_guard is None else {"beyond_guard": np.stack(self.beyond_guard)}
-        np.savez(path, minimum=np.stack(self.minimum), maximum=np.stack(self.maximum), **beyond,
+        np.savez(path, minimum=np.stack(self.minimum), maximum=np.stack(self.maximum),
                  meta=np.array(json.dumps({"tokens": self.tokens, "source": self.source})))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            beyond = list(data["beyond_guard"]) if "beyond_guard" in data else None
-            return cls(list(data["minimum"]), list(data["maximum"]), meta["tokens"], meta["source"], beyond)
+            return cls(list(data["minimum"]), list(data["maximum"]), meta["tokens"], meta["source"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,20 +252,17 @@ def calibrate(model_dir: str | os.PathLike, calibration: str | os.PathLike | Non
     max_pos = ckpt.config.get("max_position_embeddings") or ckpt.config.get("n_positions") or seq_len
     seq_len = max(2, min(seq_len, int(max_pos)))
     inputs = runner.embed(token_batches(ids, seq_len))
-    stride = -(-ids.numel() // GUARD_SAMPLE_ROWS)
-    lo, hi, beyond = [], [], []
+    lo, hi = [], []
     mlp_in = runner.block.get_submodule(runner.family.gate or runner.family.up)
     for i in range(dims.layers):
         runner.load_block(i)
         low = torch.full((dims.intermediate,), float("inf"))
         high = torch.full((dims.intermediate,), float("-inf"))
-        sample: list[torch.Tensor] = []
 
         def record(_module, _inp, out):
             nonlocal low, high
             flat = out.detach().float().reshape(-1, out.shape[-1])
             low, high = torch.minimum(low, flat.amin(0)), torch.maximum(high, flat.amax(0))
-            sample.append(flat[::stride].clone())
 
         handle = mlp_in.register_forward_hook(record)
         try:
@@ -283,17 +271,7 @@ def calibrate(model_dir: str | os.PathLike, calibration: str | os.PathLike | Non
             handle.remove()
         lo.append(low.numpy())
         hi.append(high.numpy())
-        beyond.append(_beyond_guard(runner.reader.arch.activation, torch.cat(sample).numpy(), lo[-1], hi[-1]))
-    return Calibration(lo, hi, int(ids.numel()), source, beyond)
-
-
-def _beyond_guard(activation: str, sample: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Per neuron, the share of `sample` rows farther from the midpoint anchor than the guard radius."""
-    from taylor import jets
-
-    mid = (low.astype(np.float64) + high.astype(np.float64)) / 2
-    radius = jets.GUARD_SCALE * jets.convergence_radius(activation, mid)
-    return (np.abs(sample - mid) > radius).mean(axis=0).astype(np.float32)
+    return Calibration(lo, hi, int(ids.numel()), source)
 
 
 __all__ = ["CALIB_MAX_TOKENS", "CALIB_SEQ_LEN", "Calibration", "BlockRunner", "calibrate", "calibration_tokens",

