@@ -134,8 +134,8 @@ class TaylorMLP(nn.Module):
         return y.to(dtype)
 
 
-# Orders used to recover a folded bias (solve_anchors' cost grows with their square; the first
-# few already fix t to ~1e-7 on the tiny GPT-2 and GPT-NeoX releases, tests/test_taylor.py).
+# Orders used to recover a folded bias (solve_anchors' cost grows with their square; the first 8
+# fix t to within 1e-6 on the tiny GPT-2 and GPT-NeoX releases, tests/test_taylor.py).
 _CENTER_ORDERS = 8
 
 

@@ -452,6 +452,21 @@ def test_effective_down_matches_the_original(released):
         torch.testing.assert_close(eff.up_bias, up.bias, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
+def test_the_runtime_recovers_folded_biases_from_the_first_orders(released, family):
+    """The exact evaluation beyond the guard radius needs t = anchor + the unreleased bias."""
+    from taylor.runtime import _centers
+    from zkfp.architectures import ModelReader
+    from zkfp.checkpoint import Checkpoint
+
+    ckpt, rel = released(family)
+    orig, reader = ModelReader(Checkpoint(ckpt)), ReleaseReader(rel)
+    for i in range(reader.arch.dims.layers):
+        tensors = reader.mlp(i)
+        bias = orig.linear(orig.family.up, i).bias.double().numpy()[reader.expanded(i)]
+        np.testing.assert_allclose(_centers(reader, tensors), tensors["anchor"].double().numpy() + bias, atol=1e-6)
+
+
 def test_attention_tensor_of_the_wrong_shape_is_named_even_with_a_consistent_manifest(released, tmp_path):
     rel = released("llama")[1]
     name = "model.layers.1.self_attn.q_proj.weight"
