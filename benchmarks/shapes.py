@@ -36,10 +36,9 @@ def llama_config(name: str, layers: int | None = None) -> dict:
             "bos_token_id": 1, "eos_token_id": 2, **c}
 
 
-def write_checkpoint(out: Path, config: dict, seed: int = 0, mlp_norm_gain: float = 1.0) -> Path:
+def write_checkpoint(out: Path, config: dict, seed: int = 0) -> Path:
     """A bf16 Llama-family checkpoint of `config`'s shapes with seeded weights (N(0, 0.02²),
-    norm gains near 1, the MLP's near `mlp_norm_gain`), written shard by shard: one block in
-    memory at a time."""
+    norm gains near 1), written shard by shard: one block in memory at a time."""
     import torch
     from safetensors.torch import save_file
 
@@ -49,7 +48,7 @@ def write_checkpoint(out: Path, config: dict, seed: int = 0, mlp_norm_gain: floa
     hd = d // config["num_attention_heads"]
     kv = config["num_key_value_heads"] * hd
     rnd = lambda *s: (torch.randn(*s, generator=g) * 0.02).bfloat16()  # noqa: E731
-    gain = lambda scale=1.0: (scale * (1 + 0.1 * torch.randn(d, generator=g))).bfloat16()  # noqa: E731
+    gain = lambda: (1 + 0.1 * torch.randn(d, generator=g)).bfloat16()  # noqa: E731
     layers = config["num_hidden_layers"]
     n_files = layers + 2
     weight_map: dict[str, str] = {}
@@ -63,7 +62,7 @@ def write_checkpoint(out: Path, config: dict, seed: int = 0, mlp_norm_gain: floa
     for i in range(layers):
         p = f"model.layers.{i}."
         shard(i + 2, {
-            p + "input_layernorm.weight": gain(), p + "post_attention_layernorm.weight": gain(mlp_norm_gain),
+            p + "input_layernorm.weight": gain(), p + "post_attention_layernorm.weight": gain(),
             p + "self_attn.q_proj.weight": rnd(d, d), p + "self_attn.k_proj.weight": rnd(kv, d),
             p + "self_attn.v_proj.weight": rnd(kv, d), p + "self_attn.o_proj.weight": rnd(d, d),
             p + "mlp.gate_proj.weight": rnd(f, d), p + "mlp.up_proj.weight": rnd(f, d),

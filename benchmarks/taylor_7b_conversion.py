@@ -5,12 +5,7 @@
 Writes a bf16 Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, intermediate 11008,
 32 heads, vocabulary 32000) but only `--layers` blocks (memory is per block), seeded random
 weights, sharded one safetensors file per block plus embeddings and head, with
-`model.safetensors.index.json`. The MLP's norm gains are ≈ MLP_NORM_GAIN, so that gate
-pre-activations have a std of ≈ 0.26 (N(0, 0.02²) weights over 4096 inputs give 1.28 × the
-gain): about what Llama-3-8B's published calibration ranges imply for its narrow neurons
-(layer 0: the 10,000 narrowest span ≤ 1.98 over the calibration set, shared/research). With
-gains of 1, most neurons' inputs would leave the guard radius and stay exact, and the release
-would not have the size and cost of a real one. Then protects it in a fresh process with `taylor.protect`'s
+`model.safetensors.index.json`. Then protects it in a fresh process with `taylor.protect`'s
 defaults (at this width: N and fraction chosen for a measured 4× slowdown, random-id calibration)
 and reports that process's peak RSS (VmHWM from /proc/self/status; ru_maxrss would carry the
 forking parent's peak across exec; reset through /proc/self/clear_refs between the throttle
@@ -35,7 +30,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from shapes import CONFIGS, llama_config, write_checkpoint  # noqa: E402
 
 HIDDEN, INTERMEDIATE = CONFIGS["llama-2-7b"]["hidden_size"], CONFIGS["llama-2-7b"]["intermediate_size"]
-MLP_NORM_GAIN = 0.2
 
 
 CHILD = textwrap.dedent("""
@@ -87,8 +81,7 @@ def main(argv=None) -> int:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="zkfp-taylor-7b-"))
     try:
         t = time.perf_counter()
-        ckpt = write_checkpoint(work / "checkpoint", llama_config("llama-2-7b", layers=args.layers),
-                                mlp_norm_gain=MLP_NORM_GAIN)
+        ckpt = write_checkpoint(work / "checkpoint", llama_config("llama-2-7b", layers=args.layers))
         shards = sorted(ckpt.glob("*.safetensors"))
         ckpt_size = sum(p.stat().st_size for p in shards)
         print(f"checkpoint: Llama-2-7B widths, {args.layers} blocks, bf16, {ckpt_size / 2**30:.2f} GiB in "
@@ -104,9 +97,6 @@ def main(argv=None) -> int:
               f"{manifest['calibration']['tokens']} calibration tokens): {r['protect_s']:.0f} s "
               f"(choose the throttle {r['choose_s']:.0f} s, calibrate {r['calibrate_s']:.0f} s, convert {convert_s:.0f} s)")
         print(f"throttle: {json.dumps(manifest['throttle'])}")
-        share = [len(layer["expanded"]) / INTERMEDIATE for layer in manifest["layers"]]
-        print(f"expanded share per block: {', '.join(f'{x:.3f}' for x in share)}; predicted guard fallbacks "
-              f"per block: {', '.join(str(layer['calibration_beyond_guard']) for layer in manifest['layers'])}")
         print(f"peak RSS {r['peak_rss_mib']:.0f} MiB: throttle choice {r['choose_peak_mib']:.0f} MiB, calibration "
               f"{r['calibrate_peak_mib']:.0f} MiB, conversion {r['convert_peak_mib']:.0f} MiB (RSS after imports "
               f"{r['imports_rss_mib']:.0f} MiB)")
