@@ -23,10 +23,10 @@ from zkfp.errors import ZkfpError
 from zkfp.files import atomic_output_dir, sha256_file, write_json
 
 from taylor import jets
-from taylor.shard_writer import DTYPE_NAMES, Streamed, save_streamed
 from taylor.calibration import Calibration, calibrate  # noqa: F401 (Calibration re-exported for callers)
 from taylor.release import (BASE_FILE, FORMAT, FORMAT_VERSION, MANIFEST, MAX_TERMS, SIDE_FILES, MlpLayout,
                             layer_file, mlp_key)
+from taylor.shard_writer import DTYPE_NAMES, Streamed, save_streamed
 
 if TYPE_CHECKING:
     from taylor.throttle import Throttle
