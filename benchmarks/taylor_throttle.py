@@ -1,7 +1,7 @@
 """Throttle of a Taylor release: slowdown against N and the expanded fraction, on shapes where
 compute, not Python overhead, sets the time per token.
 
-    python benchmarks/taylor_throttle.py [--reps 3] [--skip-7b]
+    python benchmarks/taylor_throttle.py [--reps 3] [--shapes 1024,7b]
 
 1. Whole model, hidden 1024 (Llama, intermediate 2816, 4 layers, untrained: the ratio does not depend on
    training): protected at N = 32, then greedy decoding (batch 1) of the original and of the release with
@@ -104,17 +104,20 @@ def chosen(label: str, config: dict, target: float = 4.0) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--skip-7b", action="store_true")
+    ap.add_argument("--shapes", default="1024,7b", help="which of 1024 (whole model and table) and 7b to measure")
     args = ap.parse_args()
+    which = set(args.shapes.split(","))
     all_threads = torch.get_num_threads()
-    whole_model(args.reps)
-    shapes = [("Llama hidden 1024, 4 layers", tiny_config("llama", **HIDDEN_1024).to_dict(),
-               (4, 8, 12, 16, 20, 24, 28, 32))]
-    if not args.skip_7b:
+    shapes = []
+    if "1024" in which:
+        whole_model(args.reps)
+        shapes.append(("Llama hidden 1024, 4 layers", tiny_config("llama", **HIDDEN_1024).to_dict(),
+                       (4, 8, 12, 16, 20, 24, 28, 32)))
+    if "7b" in which:
         from shapes import llama_config
 
-        # Θ for N = 20 at fraction 1.0 is 21 × 4096 × 11008 fp32 = 3.8 GB: the table stops there.
-        shapes.append(("Llama-2-7B shape (32 blocks)", llama_config("llama-2-7b"), (4, 12, 20)))
+        # taylor.throttle times a pool of ≤ 512 MiB of distinct Θ_n, so N = 32 fits in memory here too
+        shapes.append(("Llama-2-7B shape (32 blocks)", llama_config("llama-2-7b"), (4, 12, 20, 28, 32)))
     for label, config, terms in shapes:
         for threads in sorted({1, all_threads}):
             table(label, config, terms, threads)
