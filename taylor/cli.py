@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-new-tokens", type=int, default=32, metavar="K")
     g.add_argument("--stats", action="store_true",
                    help="also report, per block and in total, how often an expanded neuron's pre-activation "
-                        "left the guard radius and was evaluated only to the guard order")
+                        "left the guard radius, where the series is not used (the activation is evaluated exactly)")
     g.set_defaults(handler=_generate)
 
     a = sub.add_parser("audit", help="measure how much of the MLP weights a release gives away")
@@ -120,7 +120,8 @@ def _stats_lines(counts, model) -> list[str]:
     mlp = next(m for m in model.modules() if isinstance(m, TaylorMLP))
     total = GuardCounts(sum(c.evaluations for c in counts), sum(c.fell_back for c in counts))
     lines = [f"guard fallbacks: (token, expanded neuron) evaluations whose |pre-activation - anchor| exceeded "
-             f"the guard radius, evaluated to order {mlp.guard_order} instead of {mlp.n_terms}",
+             f"the guard radius: the {mlp.n_terms}-term series is not used there, the activation is evaluated "
+             f"exactly (orders ≤ {mlp.guard_order} plus the remainder)",
              f"{'block':>6} {'evaluations':>12} {'fell back':>10} {'fraction':>9}"]
     rows = [(str(i), c) for i, c in enumerate(counts)] + [("total", total)]
     lines += [f"{name:>6} {c.evaluations:>12} {c.fell_back:>10} {100 * c.fraction:8.3f}%" for name, c in rows]

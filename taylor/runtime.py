@@ -42,7 +42,7 @@ _ACT = {
 @dataclass
 class GuardCounts:
     """One block's guard tally: (token, expanded neuron) evaluations, and how many of them had
-    |δ| beyond the guard radius and were evaluated only to the guard order."""
+    |δ| beyond the guard radius, where the series is not used and the activation is evaluated exactly."""
 
     evaluations: int = 0
     fell_back: int = 0
