@@ -242,14 +242,15 @@ def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: in
     N = DEFAULT_TERMS. The choice and its measured figure go into the manifest."""
     if n_terms is not None and slowdown is not None:
         raise ZkfpError("--slowdown chooses N itself: pass --slowdown or --terms, not both")
-    check_terms(DEFAULT_TERMS if n_terms is None else n_terms)
+    n_given = n_terms is not None
+    n_terms = check_terms(n_terms if n_given else DEFAULT_TERMS)
     check_fraction(fraction)
     out = Path(out)
     if out.exists() and not force:
         raise ZkfpError(f"output exists: {out} (pass --force to replace it)")
     config = Checkpoint(model_dir).config
     strict = slowdown is not None
-    if n_terms is None and slowdown is None and not certify:
+    if not n_given and slowdown is None and not certify:
         slowdown = default_slowdown(config)
     throttle = None
     if slowdown is not None:
@@ -261,5 +262,5 @@ def protect(model_dir: str | os.PathLike, out: str | os.PathLike, *, n_terms: in
         throttle = choose(config, slowdown, fraction_ceiling=fraction, strict=strict)
         n_terms, fraction = throttle.n_terms, throttle.fraction
     calib = calibrate(model_dir, calibration)
-    return convert(model_dir, out, calib, n_terms=n_terms or DEFAULT_TERMS, fraction=fraction, force=force,
-                   certify=certify, throttle=throttle)
+    return convert(model_dir, out, calib, n_terms=n_terms, fraction=fraction, force=force, certify=certify,
+                   throttle=throttle)

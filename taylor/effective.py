@@ -72,6 +72,15 @@ def solve_anchors(activation: str, theta: np.ndarray, lo: float = -12.0, hi: flo
     return best
 
 
+def expansion_points(activation: str, anchor: np.ndarray, theta: np.ndarray, folded_bias: bool) -> np.ndarray:
+    """Where each expanded neuron's series is taken (fp64): its anchor, or, where conversion folded
+    an unreleased first-layer bias into the anchor, the point that best explains its Θ columns."""
+    anchor = np.asarray(anchor, dtype=np.float64)
+    if not folded_bias or anchor.size == 0:
+        return anchor
+    return solve_anchors(activation, theta)
+
+
 def recover_down(activation: str, theta: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares W_down[:, S] from Θ (N+1, d, S) given the anchors t (S,); and the relative residual."""
     theta = theta.astype(np.float64)
@@ -94,7 +103,7 @@ def effective_mlp(release: ReleaseReader | str | os.PathLike, layer: int) -> Eff
     d, inter = r.arch.dims.hidden, r.arch.dims.intermediate
     theta = m["coeffs"].double().numpy()
     anchor = m["anchor"].double().numpy()
-    t = solve_anchors(r.activation, theta) if r.layout.in_bias and theta.shape[2] else anchor
+    t = expansion_points(r.activation, anchor, theta, r.layout.in_bias)
     w_s, resid = recover_down(r.activation, theta, t)
 
     def scatter_rows(expanded_rows, exact_rows):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taylor import jets
+from taylor.effective import expansion_points
 from taylor.release import ReleaseReader
 
 _ALIASES = {"embed_out.weight": "lm_head.weight"}  # GPT-NeoX's head, renamed by transformers ≥ 5
@@ -59,8 +60,9 @@ class TaylorMLP(nn.Module):
 
     def __init__(self, tensors: dict[str, torch.Tensor], activation: str, guard_order: int,
                  center: np.ndarray | None = None):
-        """`center`: each expanded neuron's expansion point t (fp64), if not the anchor (a
-        folded first-layer bias); it serves the exact evaluation beyond the guard radius."""
+        """`center`: each expanded neuron's expansion point t (fp64; default: the anchor, right
+        unless a first-layer bias was folded into it); it serves the exact evaluation beyond the
+        guard radius."""
         super().__init__()
         self.activation = activation
         self.guard_order = int(guard_order)
@@ -139,13 +141,10 @@ class TaylorMLP(nn.Module):
 _CENTER_ORDERS = 8
 
 
-def _centers(reader: ReleaseReader, tensors: dict[str, torch.Tensor]) -> np.ndarray | None:
-    """Expansion points of a block whose first-layer bias was folded into the anchor, else None."""
-    if not reader.layout.in_bias or tensors["anchor"].numel() == 0:
-        return None
-    from taylor.effective import solve_anchors
-
-    return solve_anchors(reader.activation, tensors["coeffs"][:_CENTER_ORDERS].double().numpy())
+def _centers(reader: ReleaseReader, tensors: dict[str, torch.Tensor]) -> np.ndarray:
+    """Block's expansion points t, a folded first-layer bias recovered from its first orders."""
+    return expansion_points(reader.activation, tensors["anchor"].double().numpy(),
+                            tensors["coeffs"][:_CENTER_ORDERS].double().numpy(), reader.layout.in_bias)
 
 
 def mlp_module_name(family, i: int) -> str:

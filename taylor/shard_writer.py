@@ -40,7 +40,7 @@ def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 def save_streamed(tensors: Mapping[str, "torch.Tensor | Streamed"], path: str | os.PathLike) -> None:
     """Write `tensors` (plain tensors and Streamed ones) as a safetensors file at `path`."""
-    specs = {name: ((tuple(t.shape), t.dtype)) for name, t in tensors.items()}
+    specs = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
     # Largest element first, then by name (as safetensors orders them): every tensor starts at a
     # multiple of its element size, since the header is padded to a multiple of 8.
     order = sorted(specs, key=lambda n: (-specs[n][1].itemsize, n))
