@@ -33,14 +33,14 @@ def main(exponents: list[int]) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="zkfp-encoder-window-"))
     rel = Release(taylor.protect(embedded.path(), work / "release"))
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     terms = reference_terms(shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k)))
     stds = terms.reshape(shape.n_terms(), -1).std(axis=1)
     print("embedded model's term standard deviations:", np.round(stds, 6).tolist())
     plan = make_plan(shape, pipeline.logrows_for(shape))
     encoder = pipeline.build(plan.chunks[-1].part, plan.logrows)
     scale = encoder.settings_json()["model_output_scales"][0]
-    P = load_projection(shape.n_terms() * shape.k ** 2, shape.m)
+    P = load_projection(shape.k, shape.m)
     for e in exponents:
         M = terms / np.repeat(stds, shape.k ** 2) * 2.0 ** e * 1.37
         felts = [(int(round(x * 2.0 ** 60)) % BN254_R).to_bytes(32, "little").hex() for x in M]

@@ -1,11 +1,14 @@
 """Time of `zkfp identify` for an FP.json suspect against a registry of 10,000 fingerprints.
 
-    python benchmarks/identify_speed.py [--entries 10000] [--repeats 5] [--dir DIR]
+    python benchmarks/identify_speed.py [--entries 10000] [--layers 32] [--invariants-every 10] [--repeats 5] [--dir DIR]
 
-The registry is filled with synthetic fingerprints: Gaussian v and Gaussian invariant vectors of
-the spec's shapes (64 and 3·2·16² = 1536 float32 each), all on the spec's token list, so every
-entry is ranked on the invariants; one entry in a hundred is v-only (as a proof bundle is). The
-values do not matter for timing, only the shapes and the count. Measured, each in a fresh
+The registry is filled with synthetic fingerprints of a `--layers`-deep model (default 32, a
+7B's depth): Gaussian v (64 per layer) and, for one entry in `--invariants-every`, Gaussian
+invariants (3·16² = 768 per layer, float32) as a plain FP.json carries them; the others are
+v-only, as a proof bundle is. All are on the spec's token list, so every entry is ranked, with
+its layers aligned to the suspect's (one dynamic programme over the group). The suspect (an
+FP.json with invariants) has one layer fewer than the entries, as a depth-pruned offspring would.
+The values do not matter for timing, only the shapes and the count. Measured, each in a fresh
 process: the library call `identify` (registry read + ranking), split into reading the entries
 (`Registry.groups`) and ranking them, then the whole CLI command `zkfp identify SUSPECT --json`
 (interpreter start and imports included) and with `--html` (renders the top matches' images).
@@ -48,7 +51,7 @@ print(json.dumps({{"import_s": t_import, "read_s": t_read, "identify_s": t_ident
 """
 
 
-def build(path: Path, n: int) -> float:
+def build(path: Path, n: int, layers: int, invariants_every: int) -> float:
     import numpy as np
 
     from fingerprint import spec
@@ -56,12 +59,12 @@ def build(path: Path, n: int) -> float:
     from fingerprint.registry import Registry
 
     g = np.random.default_rng(0)
-    ids, s = spec.select_tokens(4096), spec.spec_dict()
+    ids, s = spec.select_tokens(4096), spec.spec_dict(layers)
     t = time.perf_counter()
     with Registry(path) as reg:
         for i in range(n):
-            inv = None if i % 100 == 99 else [float(x) for x in g.standard_normal(spec.invariant_length())]
-            reg.add(Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in g.standard_normal(spec.M_DIM)],
+            inv = [float(x) for x in g.standard_normal(spec.invariant_length(layers))] if i % invariants_every == 0 else None
+            reg.add(Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in g.standard_normal(spec.M_DIM * layers)],
                                 invariants=inv), f"model-{i:05d}", source="synthetic")
     return time.perf_counter() - t
 
@@ -78,9 +81,11 @@ def suspect_file(path: Path, registry: Path, target: str) -> Path:
         group = reg.groups()[0]
     i = next(j for j, e in enumerate(group.entries) if e.name == target)
     g = np.random.default_rng(1)
-    v = group.v[i] + 0.3 * g.standard_normal(spec.M_DIM)
-    inv = group.invariants[i] + 0.5 * g.standard_normal(spec.invariant_length())
-    save(Fingerprint(spec=spec.spec_dict(), token_ids=list(group.token_ids), v=[float(x) for x in v],
+    layers = group.spec["layers"]
+    keep = lambda x: x.reshape(layers, -1)[:-1].reshape(-1)  # noqa: E731 - the last layer dropped
+    v = keep(group.v[i] + 0.3 * g.standard_normal(spec.M_DIM * layers))
+    inv = keep(group.invariants[i] + 0.5 * g.standard_normal(spec.invariant_length(layers)))
+    save(Fingerprint(spec=spec.spec_dict(layers - 1), token_ids=list(group.token_ids), v=[float(x) for x in v],
                      invariants=[float(x) for x in inv]), path)
     return path
 
@@ -96,19 +101,21 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=10_000)
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--invariants-every", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dir", help="keep the registry here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="zkfp-identify-") as tmp:
         root = Path(args.dir or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        reg = root / f"registry-{args.entries}.sqlite"
+        reg = root / f"registry-{args.entries}-{args.layers}-{args.invariants_every}.sqlite"
         if not reg.exists():
-            secs = build(reg, args.entries)
+            secs = build(reg, args.entries, args.layers, args.invariants_every)
             print(f"built {reg.name}: {args.entries} entries in {secs:.1f} s "
                   f"({1000 * secs / args.entries:.2f} ms per add, one transaction each), "
                   f"{reg.stat().st_size / 2**20:.1f} MiB")
-        target = f"model-{args.entries * 42 // 100:05d}"
+        target = f"model-{args.entries * 42 // 100 // args.invariants_every * args.invariants_every:05d}"
         suspect = suspect_file(root / "suspect.json", reg, target)
         child = [sys.executable, "-c", CHILD.format(root=str(ROOT)), str(reg), str(suspect)]
         runs = [json.loads(timed(child)[1].stdout) for _ in range(args.repeats)]

@@ -63,7 +63,7 @@ def _ctx(release: str):
     from fingerprint import spec
 
     rel = Release(release)
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     return shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
 
 

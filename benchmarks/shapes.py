@@ -82,7 +82,6 @@ def circuit_shape(name: str, fraction: float | None = None):
     """The fingerprint circuit's shape for a model of this config protected with the default
     expanded fraction (the Taylor release's |S| per layer; the rest exact)."""
     from circuits.spec import CircuitShape, LayerShape
-    from fingerprint import spec
     from taylor.conversion import DEFAULT_FRACTION
 
     c = CONFIGS[name]
@@ -91,4 +90,5 @@ def circuit_shape(name: str, fraction: float | None = None):
     return CircuitShape.for_model(hidden=c["hidden_size"], heads=c["num_attention_heads"],
                                   kv_heads=c["num_key_value_heads"],
                                   head_dim=c["hidden_size"] // c["num_attention_heads"], intermediate=f,
-                                  layers=(LayerShape(expanded, f - expanded),) * spec.N_LAYERS, activation="silu")
+                                  layers=(LayerShape(expanded, f - expanded),) * c["num_hidden_layers"],
+                                  activation="silu")

@@ -1,7 +1,8 @@
 """The encoder's arithmetic outside the circuit. numpy only.
 
-* `v_from_terms`: v = zscore(P · concat_t zscore(M_t)), exactly `fingerprint.extract` (per-term
-  population z-score, the spec's gaussian-projection encoder, final z-score): the float reference.
+* `v_from_terms`: v_l = zscore(P · concat_{t in layer l} zscore(M_t)) for each layer, exactly
+  `fingerprint.extract` (per-term population z-score, the spec's gaussian-projection encoder,
+  z-score per layer): the float reference.
 * `inverse_sigmas`: 1/σ_t, computed from the very field elements the terms circuit committed, in
   the encoder circuit's units (see circuits.graph); the prover's private input is its root u_t.
 * `v_from_public`: the encoder circuit's public values → (v, checks), for prover and verifier.
@@ -28,11 +29,11 @@ def v_from_terms(terms, shape, projection: np.ndarray) -> np.ndarray:
     kk = shape.k * shape.k
     if out.size != shape.n_terms() * kk:
         raise ValueError(f"expected {shape.n_terms() * kk} term values, got {out.size}")
-    z = np.concatenate([zscore(out[i * kk:(i + 1) * kk]) for i in range(shape.n_terms())])
+    z = np.stack([zscore(out[i * kk:(i + 1) * kk]) for i in range(shape.n_terms())]).reshape(len(shape.layers), -1)
     P = np.asarray(projection, dtype=np.float64)
-    if P.shape != (shape.m, z.size):
-        raise ValueError(f"encoder projection has shape {P.shape}, expected {(shape.m, z.size)}")
-    return zscore(P @ z)
+    if P.shape != (shape.m, z.shape[1]):
+        raise ValueError(f"encoder projection has shape {P.shape}, expected {(shape.m, z.shape[1])}")
+    return np.concatenate([zscore(P @ z_l) for z_l in z])
 
 
 def felts_to_ints(felts: list[str]) -> list[int]:
@@ -76,6 +77,7 @@ def term_scale_problem(term_felts: list[str], shape) -> str | None:
 def v_from_public(values, shape) -> tuple[np.ndarray, np.ndarray]:
     """(v, checks) from the encoder circuit's public values, decoded to floats."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if values.size != shape.m + shape.n_terms():
-        raise ValueError(f"expected {shape.m + shape.n_terms()} public values, got {values.size}")
-    return zscore(values[:shape.m]), values[shape.m:]
+    n_v = shape.m * len(shape.layers)
+    if values.size != n_v + shape.n_terms():
+        raise ValueError(f"expected {n_v + shape.n_terms()} public values, got {values.size}")
+    return np.concatenate([zscore(y) for y in values[:n_v].reshape(len(shape.layers), shape.m)]), values[n_v:]

@@ -22,9 +22,10 @@ committed, never public):
 The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
 the terms circuit's output, or the partial terms of several chunks, summed first — and the
 prover's u_t per term, committed; output: public):
-      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·u_t²,   y = P·concat(z),   check_t = z_t·z_t
-The public values are y (m) and the 3·L checks. An honest prover gives u_t² = 1/‖c_t‖, so every
-check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes v = zscore(y). Then z_t is
+      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·u_t²,   y_l = P·concat(z_t of layer l),   check_t = z_t·z_t
+The public values are y (m per layer, one P for every layer) and the 3·L checks. An honest prover
+gives u_t² = 1/‖c_t‖, so every check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes
+v_l = zscore(y_l) for each layer. Then z_t is
 zscore(M_t)/k, up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
 z-scored terms (Zeng et al., 2024), and the terms stay private. The factor is u_t², not a free
 s_t: a check cannot tell s_t from −s_t, and a negative s_t would flip a term's sign in v. (ezkl 23.0.5's Sqrt/Reciprocal
@@ -159,8 +160,10 @@ def build_sum_onnx(part) -> onnx.ModelProto:
 def build_encoder_onnx(part) -> onnx.ModelProto:
     """The encoder circuit's ONNX model (see the module docstring)."""
     s = part.shape
-    T, kk = s.n_terms(), s.k * s.k
-    P = load_projection(T * kk, s.m).reshape(s.m, T, kk)
+    T, L, kk = s.n_terms(), len(s.layers), s.k * s.k
+    if T != 3 * L:
+        raise ValueError(f"the encoder reads three terms per layer, not {T} terms for {L} layers")
+    P = load_projection(s.k, s.m).reshape(s.m, 3, kk)  # one projection for every layer
     io = part.committed_io()
     g = _Graph()
     M = _summed(g, part, [n for n, _ in io["inputs"][:-1]])
@@ -168,10 +171,10 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
     s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
     z = g.einsum("ti,t->ti", c, s_t)
-    y = g.einsum("mti,ti->m", g.fconst(P), z)
+    y = g.reshape(g.einsum("mci,lci->lm", g.fconst(P), g.reshape(z, (L, 3, kk))), (L * s.m,))
     check = g.einsum("ti,ti->t", z, z)
     g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
-    return _model(g, io["inputs"], ENCODER_OUTPUT, s.m + T, "zkfp_encoder", s.version)
+    return _model(g, io["inputs"], ENCODER_OUTPUT, L * s.m + T, "zkfp_encoder", s.version)
 
 
 def build_part(part) -> onnx.ModelProto:

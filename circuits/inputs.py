@@ -215,17 +215,11 @@ def expansion_points(rel: Release, layer: int, coeffs: np.ndarray | None = None)
     return solve_anchors(rel.activation, theta)
 
 
-def last_layers(rel: Release, n_layers: int) -> list[int]:
-    total = rel.arch.dims.layers
-    if total < n_layers:
-        raise ReleaseError(f"model has {total} layers, the fingerprint needs the last {n_layers}")
-    return list(range(total - n_layers, total))
-
-
-def shape_of(rel: Release, k: int, n_layers: int, m: int, **overrides) -> CircuitShape:
+def shape_of(rel: Release, k: int, m: int, **overrides) -> CircuitShape:
+    """The circuit of this release: every layer, each with its own split of expanded and exact neurons."""
     d = rel.arch.dims
     layers = []
-    for i in last_layers(rel, n_layers):
+    for i in range(d.layers):
         s = len(rel.layers_info[i]["expanded"])
         layers.append(LayerShape(expanded=s, exact=d.intermediate - s))
     return CircuitShape(k=k, hidden=d.hidden, heads=d.heads, kv_heads=d.kv_heads, head_dim=d.head_dim,
@@ -273,7 +267,9 @@ def release_inputs(rel: Release, shape: CircuitShape, token_ids: list[int]) -> l
     named: dict[str, np.ndarray] = {"tokens": tokens}
     orders = list(shape.orders)
     first = "gate_" if rel.layout.get("gated") else "up_"   # the circuit's name for the release's in_weight
-    for j, i in enumerate(last_layers(rel, len(shape.layers))):
+    if len(shape.layers) != rel.arch.dims.layers:
+        raise ReleaseError(f"the circuit reads {len(shape.layers)} layers, the release has {rel.arch.dims.layers}")
+    for i in range(len(shape.layers)):
         coeffs = rel.mlp(i, "coeffs")
         if max(orders) >= coeffs.shape[0]:
             raise ReleaseError(f"release has {coeffs.shape[0]} Taylor orders, the circuit reads orders {orders}")
@@ -285,7 +281,7 @@ def release_inputs(rel: Release, shape: CircuitShape, token_ids: list[int]) -> l
         if rel.layout.get("gated"):
             layer |= {"up_s": rel.mlp(i, "up_weight"), "up_f": rel.mlp(i, "exact_up_weight")}
         del coeffs
-        named |= {f"l{j}.{role}": arr for role, arr in layer.items()}
+        named |= {f"l{i}.{role}": arr for role, arr in layer.items()}
     out = []
     for name, want in shape.input_specs():
         arr = named.get(name)

@@ -26,7 +26,9 @@ def _load(path: str) -> np.ndarray | None:
     return load_file(path).get("projection")
 
 
-def load_projection(n: int, m: int, path: str | Path = ASSET) -> np.ndarray:
+def load_projection(k: int, m: int, path: str | Path = ASSET) -> np.ndarray:
+    """P (m × 3k²): the projection the spec's encoder applies to each layer's invariants."""
+    n = 3 * k * k
     P = _load(str(path))
     if P is None or P.shape != (m, n):
         got = None if P is None else P.shape

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-CIRCUIT_VERSION = "zkfp-circuit/3"  # /2: terms private, v public; /3: chunks, 1/σ = u²
+CIRCUIT_VERSION = "zkfp-circuit/4"  # /2: terms private, v public; /3: chunks, 1/σ = u²; /4: every layer, v per layer
 EZKL_VERSION = "23.0.5"
 # Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
 # neurons (least squares over these orders: W_d[:, j] = Σ_n c_n(a_j) Θ_n[:, j] / Σ_n c_n(a_j)²).
@@ -78,8 +78,8 @@ class CircuitShape:
     kv_heads: int
     head_dim: int
     intermediate: int
-    layers: tuple[LayerShape, ...]  # the last L layers, in order
-    m: int                  # length of v
+    layers: tuple[LayerShape, ...]  # every layer of the model, in order
+    m: int                  # length of each layer's v (v has m × layers values)
     activation: str = "silu"
     mlp: str = "gated"      # "plain" (GPT-2, GPT-NeoX): no gate; M_f = X·W_upᵀ·W_downᵀ·Xᵀ
     orders: tuple[int, ...] = DEFAULT_ORDERS
@@ -112,8 +112,8 @@ class CircuitShape:
         encoder, scales) is pinned by the fingerprint spec and this module, never by a bundle."""
         from fingerprint import spec as fspec
 
-        if len(layers) != fspec.N_LAYERS:
-            raise ValueError(f"the spec reads the last {fspec.N_LAYERS} layers, got {len(layers)}")
+        if not layers:
+            raise ValueError("the spec reads every layer of the model, and this shape has none")
         layers = tuple(LayerShape(l.expanded, l.exact) for l in layers)
         return cls(k=fspec.K_TOKENS, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                    intermediate=intermediate, layers=layers, m=fspec.M_DIM, activation=activation,

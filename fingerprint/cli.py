@@ -85,7 +85,11 @@ def _compare(args: argparse.Namespace) -> int:
     else:
         if result["suspect_fingerprinted"]:
             print(f"fingerprinted {args.suspect} on the published fingerprint's {len(published.token_ids)} token ids")
-        print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}): {result['verdict']}")
+        lay = result["layers"]
+        print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}, layers aligned): "
+              f"{result['verdict']}")
+        print(f"  {len(lay['aligned'])} of the published model's {lay['published']} layers matched in the suspect's "
+              f"{lay['suspect']}: " + ", ".join(f"{i}→{j} ({s:.0f})" for i, j, s in lay["aligned"]))
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
     return 0

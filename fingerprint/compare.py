@@ -1,11 +1,19 @@
-"""Compare two fingerprints: HuRef's 100 × cosine similarity and a calibrated verdict. numpy only.
+"""Compare two fingerprints: layers aligned, HuRef's 100 × cosine per layer, a calibrated verdict. numpy only.
 
-Similarity is taken on the invariant vectors when both files carry them, on v otherwise.
-Thresholds come from the zoo benchmark (`benchmarks/fingerprint_zoo.py`, see the
-fingerprint readme). A similarity at or above `related` says same-lineage, at or below
-`unrelated` says unrelated, in between is inconclusive. `false_positive_rate` is the rate
-implied at the `related` threshold by a Gaussian fitted to the zoo's unrelated pairs
-(one-sided); the zoo itself had no unrelated pair above it.
+A fingerprint holds one vector per layer (fingerprint.encoder). Structural derivations keep the
+order of the layers they keep: depth pruning drops some (Sheared-LLaMA), depth up-scaling repeats
+some, width pruning, merges and GQA→MHA keep them all. So the published model's layers are
+matched to the suspect's by the monotone one-to-one alignment that maximises the summed
+similarity (a Needleman-Wunsch alignment with free gaps), and the score is that sum divided by
+the published model's depth: the share of the published layers found in the suspect, weighted
+by how alike they are. A published layer without a partner counts 0, so dropping one of L layers
+costs at most 100/L.
+
+Per-layer similarity is taken on the invariants when both files carry them, on v otherwise.
+Thresholds come from the zoo benchmark (`benchmarks/fingerprint_zoo.py`, see the README). A
+score at or above `related` says same-lineage, at or below `unrelated` says unrelated, in
+between is inconclusive. `false_positive_rate` is the rate implied at the `related` threshold
+by a Gaussian fitted to the zoo's unrelated pairs (one-sided).
 """
 
 from __future__ import annotations
@@ -17,14 +25,14 @@ import numpy as np
 from fingerprint.fpjson import Fingerprint
 from zkfp.errors import FingerprintError
 
-# Calibrated on the zoo (benchmarks/fingerprint_zoo.py, spec tokens, 121 related / 285 unrelated
-# pairs): `related` sits above every unrelated pair, `unrelated` below every related pair;
-# null_mean/null_sd describe the unrelated pairs (Gaussian null model for the implied FPR).
+# Calibrated on the zoo (benchmarks/fingerprint_zoo.py, spec tokens): `related` sits above every
+# unrelated pair, `unrelated` below every related pair; null_mean/null_sd describe the unrelated
+# pairs (Gaussian null model for the implied FPR).
 THRESHOLDS = {
     "invariants": {"related": 75.0, "unrelated": 50.0, "null_mean": 16.2, "null_sd": 15.2},
     "v": {"related": 85.0, "unrelated": 45.0, "null_mean": 2.3, "null_sd": 24.1},
 }
-SPEC_KEYS = ("version", "k", "layers", "m", "encoder")  # what two comparable fingerprints share
+SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth may differ)
 
 
 def implied_fpr(threshold: float, mean: float, sd: float) -> float:
@@ -38,6 +46,49 @@ def similarities(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
     dots = rows @ x.astype(rows.dtype)
     norms = np.linalg.norm(rows, axis=1) * np.linalg.norm(x)
     return 100.0 * dots.astype(np.float64) / np.maximum(norms.astype(np.float64), 1e-300)
+
+
+def layer_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
+    """(..., La, Lb): 100 × cosine of every published layer (…, La, n) with every suspect layer (Lb, n)."""
+    a = np.asarray(published, dtype=np.float64)
+    b = np.asarray(suspect, dtype=np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-300)
+    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-300)
+    return 100.0 * a @ b.T
+
+
+def aligned_scores(S: np.ndarray) -> np.ndarray:
+    """Score of the best monotone one-to-one alignment for each (La, Lb) matrix of a (N, La, Lb)
+    stack: max Σ S[i, j] over matched pairs (i < i' ⇒ j < j'), divided by La. One dynamic
+    programme for the whole stack, so a registry of thousands ranks in one pass."""
+    S = np.asarray(S, dtype=np.float64)
+    n, la, lb = S.shape
+    prev = np.zeros((n, lb + 1))
+    for i in range(la):
+        row = np.zeros((n, lb + 1))
+        for j in range(lb):
+            row[:, j + 1] = np.maximum(np.maximum(prev[:, j + 1], row[:, j]), prev[:, j] + S[:, i, j])
+        prev = row
+    return prev[:, lb] / la
+
+
+def alignment(S: np.ndarray) -> list[tuple[int, int]]:
+    """The (published layer, suspect layer) pairs of the best alignment of one (La, Lb) matrix."""
+    la, lb = S.shape
+    D = np.zeros((la + 1, lb + 1))
+    for i in range(la):
+        for j in range(lb):
+            D[i + 1, j + 1] = max(D[i, j + 1], D[i + 1, j], D[i, j] + S[i, j])
+    pairs, i, j = [], la, lb
+    while i and j:
+        if D[i, j] == D[i - 1, j]:
+            i -= 1
+        elif D[i, j] == D[i, j - 1]:
+            j -= 1
+        else:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+    return pairs[::-1]
 
 
 def verdicts(sim: np.ndarray, basis: str) -> list[str]:
@@ -73,17 +124,21 @@ def check_compatible(a: Fingerprint, b: Fingerprint) -> None:
                                "(zkfp compare PUBLISHED MODEL_DIR fingerprints it on PUBLISHED's tokens)")
 
 
-def compare(a: Fingerprint, b: Fingerprint) -> dict:
-    check_compatible(a, b)
-    v_sim = float(similarities(np.asarray(a.v, dtype=np.float64), np.asarray(b.v, dtype=np.float64))[0])
-    if a.invariants is not None and b.invariants is not None:
-        basis = "invariants"
-        sim = float(similarities(np.asarray(a.invariants, dtype=np.float64), np.asarray(b.invariants))[0])
+def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
+    """How much of `published` is found in `suspect`: the aligned score, its verdict, the alignment."""
+    check_compatible(published, suspect)
+    S_v = layer_similarities(published.layer_v(), suspect.layer_v())
+    v_sim = float(aligned_scores(S_v[None])[0])
+    if published.invariants is not None and suspect.invariants is not None:
+        basis, S = "invariants", layer_similarities(published.layer_invariants(), suspect.layer_invariants())
+        sim = float(aligned_scores(S[None])[0])
     else:
-        basis, sim = "v", v_sim
+        basis, S, sim = "v", S_v, v_sim
     t = THRESHOLDS[basis]
     return {"similarity": round(sim, 4), "verdict": verdicts(sim, basis)[0], "basis": basis,
             "v_similarity": round(v_sim, 4),
+            "layers": {"published": published.layers, "suspect": suspect.layers,
+                       "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in alignment(S)]},
             "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
             "false_positive_rate": implied_fpr(t["related"], t["null_mean"], t["null_sd"]),
-            "spec": a.spec.get("version"), "k": a.spec.get("k")}
+            "spec": published.spec.get("version"), "k": published.spec.get("k")}

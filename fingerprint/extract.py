@@ -107,19 +107,17 @@ def _project(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return torch.cat([A @ block.to(A.dtype).T for block in W.split(_CHUNK_ROWS)], dim=1)
 
 
-def terms_from_source(src, token_ids: list[int], layers: int = spec.N_LAYERS) -> tuple[torch.Tensor, list[int]]:
-    """(L, 3, k, k) invariant terms of the last `layers` blocks, streaming one tensor at a time."""
+def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None) -> torch.Tensor:
+    """(L, 3, k, k) invariant terms of `layers` (default: every block), streaming one tensor at a time."""
     arch = src.arch
     d = arch.dims
     layer_norm = arch.family.norm == "layer"
-    if d.layers < layers:
-        raise FingerprintError(f"model has {d.layers} layers, the fingerprint needs the last {layers}")
+    picked = list(range(d.layers)) if layers is None else list(layers)
     vocab = src.vocab()
     bad = [t for t in token_ids if not 0 <= t < vocab]
     if bad:
         raise FingerprintError(f"token ids {bad[:5]} are outside the model's vocabulary of {vocab}")
     X = inv.canonical_tokens(src.embedding_rows(token_ids), layer_norm)
-    picked = list(range(d.layers - layers, d.layers))
     out = []
     with torch.no_grad():
         for i in picked:
@@ -137,15 +135,16 @@ def terms_from_source(src, token_ids: list[int], layers: int = spec.N_LAYERS) ->
             m_f = _project(hidden, src.weight("down", i)) @ X.T
             src.release()
             out.append(torch.stack([m_a, m_b, m_f]))
-    return torch.stack(out), picked
+    return torch.stack(out)
 
 
 def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int = spec.K_TOKENS,
-            layers: int = spec.N_LAYERS, with_terms: bool = False):
+            with_terms: bool = False):
     """Fingerprint of a transformers checkpoint or a Taylor release.
 
     `token_ids` defaults to the spec's public choice for the model's vocabulary; pass the ids of
     another fingerprint to compare two models with different vocabularies on the same rows.
+    Every layer is read, and v holds one m-vector per layer (fingerprint.encoder).
     Returns a `Fingerprint` (and the raw (L, 3, k, k) terms when `with_terms`).
     """
     from fingerprint.encoder import encode
@@ -155,26 +154,26 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
     if token_ids is None:
         token_ids = spec.select_tokens(vocab, k)
     token_ids = [int(t) for t in token_ids]
-    terms, picked = terms_from_source(src, token_ids, layers)
+    terms = terms_from_source(src, token_ids)
     if not torch.isfinite(terms).all():
         raise FingerprintError(f"non-finite values in the invariant terms of {path} (corrupt weights?)")
     z = inv.invariant_vector(terms)
     v = encode(z)
     d = src.arch.dims
     fp = Fingerprint(
-        spec=spec.spec_dict(k=len(token_ids), layers=layers),
+        spec=spec.spec_dict(layers=len(terms), k=len(token_ids)),
         token_ids=token_ids,
         v=[float(x) for x in v],
         invariants=[float(x) for x in z],
-        model={"family": src.arch.family.name, "source": src.kind, "layers_used": picked, "vocab": vocab,
+        model={"family": src.arch.family.name, "source": src.kind, "vocab": vocab,
                "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads},
     )
     return (fp, terms) if with_terms else fp
 
 
-def huref_vector(path: str | os.PathLike, token_ids: list[int], layers: int = spec.N_LAYERS) -> torch.Tensor:
-    """Baseline: HuRef's invariants exactly as its code computes them (raw weights, no gain folding,
-    K/V tiled for GQA, weight-space gate⊙up), z-scored per term and flattened."""
+def huref_vector(path: str | os.PathLike, token_ids: list[int], layers: int = 2) -> torch.Tensor:
+    """Baseline: HuRef's invariants exactly as its code computes them (last two layers, raw weights,
+    no gain folding, K/V tiled for GQA, weight-space gate⊙up), z-scored per term and flattened."""
     from zkfp.architectures import ModelReader
     from zkfp.checkpoint import Checkpoint
 

@@ -24,6 +24,22 @@ class Fingerprint:
     invariants: list[float] | None = None  # z-scored flat invariant vector (local use)
     model: dict = field(default_factory=dict)
 
+    @property
+    def layers(self) -> int:
+        return int(self.spec["layers"])
+
+    def layer_v(self):
+        """v as a (layers, m) float64 numpy array: one Gaussian vector per layer."""
+        import numpy as np
+
+        return np.asarray(self.v, dtype=np.float64).reshape(self.layers, -1)
+
+    def layer_invariants(self):
+        """The invariants as a (layers, 3k²) float64 numpy array (None when the file left them out)."""
+        import numpy as np
+
+        return None if self.invariants is None else np.asarray(self.invariants, dtype=np.float64).reshape(self.layers, -1)
+
     def invariant_tensor(self):
         """The invariants as a float64 torch tensor (None when the file left them out)."""
         import torch
@@ -78,10 +94,10 @@ def from_json(data, where: str) -> Fingerprint:
     ids, v = data.get("token_ids"), data.get("v")
     if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids) or len(ids) != s["k"]:
         raise FingerprintError(f"{where}: token_ids must be {s['k']} non-negative integers")
-    if not _finite_list(v, s["m"]):
-        raise FingerprintError(f"{where}: v must be {s['m']} finite numbers")
+    if not _finite_list(v, s["m"] * s["layers"]):
+        raise FingerprintError(f"{where}: v must be {s['m']} × {s['layers']} layers = {s['m'] * s['layers']} finite numbers")
     invs = data.get("invariants")
-    if invs is not None and not _finite_list(invs, len(spec.TERMS) * s["layers"] * s["k"] ** 2):
+    if invs is not None and not _finite_list(invs, spec.invariant_length(s["layers"], s["k"])):
         raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
@@ -94,7 +110,7 @@ def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
     from verifier.bundle import read_bundle
 
     b = read_bundle(path)
-    return {"format": FORMAT, "spec": spec.spec_dict(), "token_ids": list(b.token_ids),
+    return {"format": FORMAT, "spec": spec.spec_dict(layers=len(b.shape_json["layers"])), "token_ids": list(b.token_ids),
             "v": list(b.v if v is None else v),
             "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
                       "release_files": b.release_files}}

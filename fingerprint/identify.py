@@ -7,9 +7,10 @@ rows it was published with (vocabulary extensions included). A group under anoth
 than this zkfp computes, or whose token ids the suspect's vocabulary lacks, is listed as not
 comparable with the reason.
 
-Within a group the similarities are one matrix product (`fingerprint.compare.similarities`),
-on the invariants where both sides carry them, on v otherwise, each with its calibrated
-verdict. Entries are ranked by `compare.null_z` — standard deviations above the zoo's unrelated
+Within a group (one spec, token list and depth) the per-layer similarities are one matrix
+product and the layer alignments one dynamic programme over the whole group
+(`fingerprint.compare.aligned_scores`), on the invariants where both sides carry them, on v
+otherwise, each with its calibrated verdict. Entries are ranked by `compare.null_z` — standard deviations above the zoo's unrelated
 pairs — which puts invariant and v scores on one scale; within one basis that is the order of
 the similarity.
 """
@@ -88,8 +89,10 @@ def identify(suspect: str | os.PathLike, registry: Registry) -> Identification:
         if fp is None:
             out.matches += [_not_comparable(e, group, g, reason) for g, e in enumerate(group.entries)]
             continue
-        out.suspect_fps.append(fp)
-        out.matches += _rank_group(group, fp, len(out.suspect_fps) - 1)
+        if not any(fp is seen for seen in out.suspect_fps):
+            out.suspect_fps.append(fp)
+        key = next(i for i, seen in enumerate(out.suspect_fps) if seen is fp)
+        out.matches += _rank_group(group, fp, key)
     out.matches.sort(key=lambda m: (m.similarity is None, -m.z, m.name))
     return out
 
@@ -101,30 +104,42 @@ def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
 
     fps, reasons, failed = [], [], []
     fixed = None if fingerprinted else suspect_fingerprint(suspect)
+    by_tokens: dict[tuple[int, ...], Fingerprint | FingerprintError] = {}  # groups of other depths share ids
     for group in groups:
-        ours = fixed.spec if fixed is not None else spec.spec_dict(k=len(group.token_ids))
+        ours = fixed.spec if fixed is not None else spec.spec_dict(layers=group.spec["layers"], k=len(group.token_ids))
         reason = C.spec_mismatch(group.spec, ours)
         if reason is None and fixed is not None and list(fixed.token_ids) != list(group.token_ids):
             reason = "registered on other token ids; pass the suspect's model folder to fingerprint it on them"
         fp = None
         if reason is None:
-            try:
-                fp = fixed if fixed is not None else suspect_fingerprint(suspect, list(group.token_ids))
-            except FingerprintError as exc:
-                reason = str(exc)
-                failed.append(exc)
+            ids = tuple(group.token_ids)
+            if ids not in by_tokens:
+                try:
+                    by_tokens[ids] = fixed if fixed is not None else suspect_fingerprint(suspect, list(ids))
+                except FingerprintError as exc:
+                    by_tokens[ids] = exc
+                    failed.append(exc)
+            if isinstance(by_tokens[ids], FingerprintError):
+                reason = str(by_tokens[ids])
+            else:
+                fp = by_tokens[ids]
         fps.append(fp)
         reasons.append(reason)
     return fps, reasons, failed
 
 
 def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
-    n = len(group.entries)
-    sim = C.similarities(group.v, np.asarray(fp.v))
+    n, depth = len(group.entries), group.spec["layers"]
+
+    def scores(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
+        S = C.layer_similarities(published.reshape(len(published), depth, -1), suspect)
+        return C.aligned_scores(S)
+
+    sim = scores(group.v, fp.layer_v())
     basis = np.array(["v"] * n, dtype=object)
     if fp.invariants is not None and group.invariants is not None:
         rows = group.has_invariants
-        sim[rows] = C.similarities(group.invariants[rows], np.asarray(fp.invariants))
+        sim[rows] = scores(group.invariants[rows], fp.layer_invariants())
         basis[rows] = "invariants"
     out = []
     for b in ("invariants", "v"):

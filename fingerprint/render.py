@@ -53,11 +53,23 @@ def _blob(cx, cy, radius, coeffs, n=240, squash=1.0):
     return pts
 
 
+def portrait(v: Sequence[float]) -> list[float]:
+    """The 64 numbers a fingerprint's picture is drawn from: v itself for one layer, else the
+    z-scored sum of the per-layer vectors (still ≈ N(0, 1) per coordinate), so that an offspring
+    that drops or repeats a layer of many still draws nearly the same creature."""
+    x = np.asarray([float(e) for e in v], dtype=np.float64)
+    if x.size < M_MIN or x.size % M_MIN or not np.isfinite(x).all():
+        raise ValueError(f"render needs finite numbers in whole layers of {M_MIN}, got {x.size}")
+    if x.size == M_MIN:
+        return x.tolist()
+    x = x.reshape(-1, M_MIN).sum(axis=0)
+    x = x - x.mean()
+    return (x / max(float(np.sqrt((x * x).mean())), 1e-30)).tolist()
+
+
 def render(v: Sequence[float], size: int = SIZE) -> Image.Image:
-    """Draw the creature of v (length ≥ 64; extra coordinates are ignored)."""
-    v = [float(x) for x in v]
-    if len(v) < M_MIN or not all(math.isfinite(x) for x in v):
-        raise ValueError(f"render needs {M_MIN} finite numbers, got {len(v)}")
+    """Draw the creature of v (one or more layers of 64 numbers; see `portrait`)."""
+    v = portrait(v)
     W = size * SS
     u = lambda x: x * W  # noqa: E731  (unit → pixels)
     bg = _rgb(_hue(v[52], v[53]), 0.35, 0.9 + 0.04 * _t(v[54]))

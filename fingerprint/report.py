@@ -72,7 +72,7 @@ def html_report(ident: Identification, top: int = TOP) -> str:
         + f"<td>{_proven(m)}</td></tr>"
         for i, m in enumerate(ident.matches, start=1))
     summary = (f"{len(ranked)} of {len(ident.matches)} registered fingerprints compared; best first "
-               "(similarity: 100 × cosine, on the invariants where both carry them, else on v)")
+               "(similarity: 100 × cosine per layer, layers aligned, on the invariants where both carry them, else on v)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>zkfp identify: {html.escape(ident.suspect)}</title>
 <style>{_CSS}</style></head>

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import hashlib
 
-SPEC_VERSION = "zkfp-fp/1"
+SPEC_VERSION = "zkfp-fp/2"  # /2: every layer, one v per layer (layers are aligned when compared)
 K_TOKENS = 16        # k: selected token rows (each term is k×k); small so the circuit stays small
-N_LAYERS = 2         # L: the last L transformer blocks
-TERMS = ("qk", "vo", "mlp")  # M_a, M_b, M_f per layer
-M_DIM = 64           # m: length of the Gaussian vector v
+TERMS = ("qk", "vo", "mlp")  # M_a, M_b, M_f per layer, for every layer of the model
+M_DIM = 64           # m: length of each layer's Gaussian vector v_l (v is their concatenation)
 TOKEN_LO = 256       # token ids are drawn from [TOKEN_LO, min(vocab, TOKEN_HI))
 TOKEN_HI = 4096
 TOKEN_SALT = "zkfp-token-selection/1"
-ENCODER = "gaussian-projection/1"  # which encoder maps invariants to v (see fingerprint.encoder)
+ENCODER = "gaussian-projection/2"  # one projection, applied to each layer's invariants (fingerprint.encoder)
 ENCODER_SEED = 20250101
 
 
-def invariant_length(k: int = K_TOKENS, layers: int = N_LAYERS) -> int:
-    return len(TERMS) * layers * k * k
+def layer_length(k: int = K_TOKENS) -> int:
+    """Invariants of one layer: its three k×k terms."""
+    return len(TERMS) * k * k
+
+
+def invariant_length(layers: int, k: int = K_TOKENS) -> int:
+    return layers * layer_length(k)
 
 
 def token_range(vocab: int) -> tuple[int, int]:
@@ -59,7 +63,8 @@ def select_tokens(vocab: int, k: int = K_TOKENS, candidates=None, salt: str = TO
     return pool[:k]
 
 
-def spec_dict(k: int = K_TOKENS, layers: int = N_LAYERS, m: int = M_DIM) -> dict:
+def spec_dict(layers: int, k: int = K_TOKENS, m: int = M_DIM) -> dict:
+    """The spec as FP.json records it; `layers` is the model's depth (every layer is read)."""
     return {"version": SPEC_VERSION, "k": k, "layers": layers, "m": m, "terms": list(TERMS),
             "token_rule": f"sha256('{TOKEN_SALT}:'+id) smallest k over [{TOKEN_LO}, min(vocab,{TOKEN_HI}))",
             "encoder": ENCODER}

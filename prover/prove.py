@@ -113,7 +113,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                 chunk_rows=plan.chunk_rows, proofs=entries, release_commitments=_release_commitments(plan, entries),
                 v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
                 png_sha256=sha256_file(tmp / bundle_format.PNG),
-                spec=fspec.spec_dict(k=shape.k, layers=len(shape.layers), m=shape.m))
+                spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m))
         shutil.rmtree(work, ignore_errors=True)
     timings.update(cosine=cos, chunks=len(plan.chunks), circuits=len(plan.parts), total_s=time.perf_counter() - start,
                    chunk_costs={c.name: results[c.name].get("cost") for c in plan.chunks},
@@ -133,7 +133,7 @@ def _read_release(release_dir: Path):
     # the hashes just checked against the manifest, plus the manifest's own
     release_files = {name: info["sha256"] for name, info in rel.files.items()}
     release_files["manifest.json"] = sha256_file(release_dir / "manifest.json")
-    shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
+    shape = shape_of(rel, fspec.K_TOKENS, fspec.M_DIM)
     token_ids = fspec.select_tokens(rel.vocab(), shape.k)
     inputs = release_inputs(rel, shape, token_ids)
     return rel, shape, token_ids, {n: a for (n, _), a in zip(shape.input_specs(), inputs)}, release_files
@@ -242,7 +242,7 @@ def _check(plan, results: dict, tensors: dict, info, work: Path) -> tuple[np.nda
         raise ZkfpError(f"internal error: the encoder's checks are {checks.tolist()}, not 1")
     shape = plan.shape
     whole = reference_terms(shape, [tensors[n] for n, _ in shape.input_specs()])
-    v_float = v_from_terms(whole, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+    v_float = v_from_terms(whole, shape, load_projection(shape.k, shape.m))
     cos = float(v @ v_float / (np.linalg.norm(v) * np.linalg.norm(v_float)))
     if not cos >= MIN_COSINE:
         raise ZkfpError(f"the proven v disagrees with the float fingerprint (cosine {cos:.4f} < "

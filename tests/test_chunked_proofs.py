@@ -211,7 +211,7 @@ def test_chunk_proved_from_another_release(copy, release, tmp_path):
     from verifier.bundle import read_bundle
 
     rel = Release(_another_release(release, tmp_path / "other-release"))
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     mine = read_bundle(copy)
     assert shape.key() == mine.circuit_key
     plan = make_plan(shape, mine.logrows, CHUNK_ROWS)
@@ -247,7 +247,7 @@ def test_a_machine_too_small_for_one_chunk_is_refused_before_any_work(release, t
     from prover import prove
     from zkfp.errors import ZkfpError
 
-    pipeline.logrows_for(shape_of(Release(release), spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM))  # 17, cached
+    pipeline.logrows_for(shape_of(Release(release), spec.K_TOKENS, spec.M_DIM))  # 17, cached
     monkeypatch.setattr(pipeline, "max_logrows", lambda memory_bytes=None: 16)
     with pytest.raises(ZkfpError, match=r"2\^17 rows, about 3.9 GB each to prove .* up to 2\^16 rows"):
         prove(release, tmp_path / "b", dev_srs=True, progress=False)

@@ -19,7 +19,7 @@ def embedded(tmp_path_factory):
     from zkfp.zoo import embedded
 
     rel = Release(taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "rel"))
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
     return shape, {name: arr for (name, _), arr in zip(shape.input_specs(), inputs)}
 

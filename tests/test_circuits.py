@@ -46,7 +46,7 @@ def embedded_inputs(tmp_path_factory):
 
     rel_dir = taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "rel")
     rel = Release(rel_dir)
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     return rel_dir, shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
 
 
@@ -60,7 +60,7 @@ def test_circuit_matches_fingerprint_extract(embedded_inputs):
     from fingerprint.extract import extract
 
     rel_dir, shape, inputs = embedded_inputs
-    v = v_from_terms(reference_terms(shape, inputs), shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+    v = v_from_terms(reference_terms(shape, inputs), shape, load_projection(shape.k, shape.m))
     ref = np.array(extract(rel_dir).v)
     assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) > 0.9999
 
@@ -87,7 +87,7 @@ def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
         return v_from_public(run.run(None, {"partial0": terms.astype(np.float32),
                                             "root_inv_sigma": u.astype(np.float32)})[0], shape)
     v, checks = encode(np.sqrt(inv))
-    want = v_from_terms(terms, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+    want = v_from_terms(terms, shape, load_projection(shape.k, shape.m))
     assert np.abs(checks - 1).max() < 1e-4
     assert np.abs(v - want).max() < 1e-3
     inv[2] *= 1.01
@@ -162,7 +162,7 @@ def test_non_finite_weights_are_refused_with_the_tensor_named(tmp_path):
     tensors[name][0, 0] = np.nan
     save_file(tensors, last)
     rel = Release(rel_dir)
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     with pytest.raises(ReleaseError, match="l1.q holds non-finite values"):
         release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
 
@@ -241,7 +241,7 @@ def plain_releases(tiny_models, tmp_path_factory):
         src = tiny_models(family, seed=0, steps=5)
         rel_dir = taylor.protect(src, tmp_path_factory.mktemp(family) / "rel")
         rel = Release(rel_dir)
-        shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+        shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
         inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
         out[family] = rel_dir, shape, {name: a for (name, _), a in zip(shape.input_specs(), inputs)}, src
     return out
@@ -257,7 +257,7 @@ def _v(shape, terms):
     from circuits.finish import v_from_terms
     from circuits.projection import load_projection
 
-    return v_from_terms(terms, shape, load_projection(shape.n_terms() * shape.k ** 2, shape.m))
+    return v_from_terms(terms, shape, load_projection(shape.k, shape.m))
 
 
 @pytest.mark.parametrize("family", PLAIN_FAMILIES)
@@ -370,7 +370,7 @@ def test_plain_mlp_release_check_runs_without_torch(plain_releases):
             "from circuits.consistency import check_taylor_consistency\n"
             "from circuits.inputs import Release, release_inputs, shape_of\n"
             "from fingerprint import spec\n"
-            f"rel = Release({str(rel_dir)!r}); shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)\n"
+            f"rel = Release({str(rel_dir)!r}); shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)\n"
             "release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))\n"
             "check_taylor_consistency(rel, [0, 1])\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

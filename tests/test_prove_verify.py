@@ -515,7 +515,7 @@ def test_a_huge_private_factor_cannot_satisfy_the_encoder(release, bundle, tmp_p
     from verifier.commit import quantise
 
     rel = Release(release)
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     terms = reference_terms(shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k)))
     felts = ints_to_felts([int(round(x * 2.0 ** 60)) for x in terms])
     plan = make_plan(shape, pipeline.logrows_for(shape))

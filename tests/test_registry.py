@@ -28,14 +28,15 @@ def zkfp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def synthetic(seed: int, token_ids=None, like: Fingerprint | None = None, noise: float = 0.0,
-              invariants: bool = True) -> Fingerprint:
+              invariants: bool = True, layers: int = 3) -> Fingerprint:
     """A well-formed fingerprint with Gaussian vectors (or `like`'s plus noise): for registry logic."""
     g = np.random.default_rng(seed)
-    n = spec.invariant_length()
-    v = g.standard_normal(spec.M_DIM) if like is None else np.asarray(like.v) + noise * g.standard_normal(spec.M_DIM)
+    layers = like.layers if like is not None else layers
+    n, m = spec.invariant_length(layers), spec.M_DIM * layers
+    v = g.standard_normal(m) if like is None else np.asarray(like.v) + noise * g.standard_normal(m)
     z = g.standard_normal(n) if like is None else np.asarray(like.invariants) + noise * g.standard_normal(n)
     ids = token_ids if token_ids is not None else (like.token_ids if like else spec.select_tokens(4096))
-    return Fingerprint(spec=spec.spec_dict(), token_ids=list(ids), v=[float(x) for x in v],
+    return Fingerprint(spec=spec.spec_dict(layers), token_ids=list(ids), v=[float(x) for x in v],
                        invariants=[float(x) for x in z] if invariants else None, model={"family": "synthetic"})
 
 

@@ -53,7 +53,7 @@ def _circuit_inputs(rel):
     from circuits.inputs import release_inputs, shape_of
     from fingerprint import spec
 
-    shape = shape_of(rel, spec.K_TOKENS, spec.N_LAYERS, spec.M_DIM)
+    shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     tokens = spec.select_tokens(rel.vocab(), shape.k)
     return shape, tokens, release_inputs(rel, shape, tokens)
 
@@ -77,7 +77,7 @@ def test_half_precision_release_gives_every_circuit_input_as_float32(releases, t
 
 @pytest.mark.parametrize("tag", ["bf16", "f16"])
 def test_clear_tensors_equal_the_source_weights_exactly(releases, tag):
-    from circuits.inputs import Release, last_layers
+    from circuits.inputs import Release
 
     ckpt, rel_dir = releases[tag]
     src = _source(ckpt)
@@ -91,7 +91,7 @@ def test_clear_tensors_equal_the_source_weights_exactly(releases, tag):
     _, tokens, inputs = _circuit_inputs(rel)
     assert np.array_equal(inputs[0], exact_f32(embed)[tokens])
 
-    i = last_layers(rel, 1)[0]
+    i = rel.arch.dims.layers - 1
     for role in (fam.q, fam.k, fam.v, fam.o, fam.attn_norm, fam.mlp_norm):
         name = rel.key(role + ".weight", i)
         assert np.array_equal(rel.get(name), exact_f32(name)), name

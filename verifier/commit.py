@@ -62,7 +62,7 @@ def commit_release(release_dir: str | Path, srs: str | Path, chunk_rows: int | N
     from verifier.bundle import commitment_digest
 
     rel = Release(release_dir)
-    shape = shape_of(rel, fspec.K_TOKENS, fspec.N_LAYERS, fspec.M_DIM)
+    shape = shape_of(rel, fspec.K_TOKENS, fspec.M_DIM)
     inputs = release_inputs(rel, shape, fspec.select_tokens(rel.vocab(), shape.k))
     plan = make_plan(shape, pipeline.logrows_for(shape), chunk_rows)
     info = srs_mod.srs_file(srs, plan.logrows)

@@ -345,7 +345,7 @@ def _check_image(b: Bundle) -> None:
 
 def _verify_release(b: Bundle, release: Path, plan, info, derived: dict, checks: dict) -> None:
     from circuits.consistency import check_taylor_consistency
-    from circuits.inputs import Release, last_layers, release_inputs, shape_of
+    from circuits.inputs import Release, release_inputs, shape_of
     from verifier.commit import release_commitments
 
     shape = plan.shape
@@ -361,13 +361,13 @@ def _verify_release(b: Bundle, release: Path, plan, info, derived: dict, checks:
     checks["release_hashes"] = "ok"
     try:
         rel = Release(release)
-        mine = shape_of(rel, shape.k, len(shape.layers), shape.m)
+        mine = shape_of(rel, shape.k, shape.m)
         if mine.key() != shape.key():
             raise _Invalid("the bundle's circuit is not the one for this release's shape")
         if rel.vocab() != b.vocab:
             raise _Invalid(f"the release's vocabulary ({rel.vocab()}) is not the bundle's ({b.vocab})")
         inputs = release_inputs(rel, shape, list(b.token_ids))
-        check_taylor_consistency(rel, last_layers(rel, len(shape.layers)), shape.orders)
+        check_taylor_consistency(rel, range(len(shape.layers)), shape.orders)
     except ZkfpError as exc:
         raise _Invalid(f"release refused: {exc}") from None
     checks["consistency"] = "ok"
