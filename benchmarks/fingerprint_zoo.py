@@ -94,7 +94,7 @@ def evaluate(models: list[dict], feats: dict) -> dict:
         for meth in METHODS:
             row[meth] = round(score(feats[a["name"]], feats[b["name"]], meth), 2)
         for basis in ("invariants", "v"):
-            row[f"verdict_{basis}"] = C.verdicts(row[basis], basis)[0]
+            row[f"verdict_{basis}"] = C.verdicts(row[basis], C.thresholds(feats[a["name"]]["fp"].spec, basis))[0]
         pairs.append(row)
     summary = {}
     for fam in sorted({p["family"] for p in pairs}) + ["all"]:
@@ -105,14 +105,33 @@ def evaluate(models: list[dict], feats: dict) -> dict:
             r = {"auc": auc(pos, neg), "tpr_at_1pct_fpr": tpr_at_fpr(pos, neg), "n_related": len(pos),
                  "n_unrelated": len(neg), "related_min": min(pos), "related_mean": float(np.mean(pos)),
                  "unrelated_max": max(neg), "unrelated_mean": float(np.mean(neg)), "unrelated_sd": float(np.std(neg))}
-            if meth in C.THRESHOLDS:
-                t = C.THRESHOLDS[meth]
+            if meth != "huref" and fam != "all":
+                t = C.thresholds(next(feats[m["name"]]["fp"].spec for m in models if m["family"] == fam), meth)
                 r["implied_fpr_at_related"] = C.implied_fpr(t["related"], r["unrelated_mean"], r["unrelated_sd"])
                 r["verdicts"] = {side: {v: sum(p[f"verdict_{meth}"] == v for p in sel if p["related"] == rel)
                                         for v in ("same-lineage", "inconclusive", "unrelated")}
                                  for side, rel in (("related", True), ("unrelated", False))}
             summary[f"{fam}/{meth}"] = r
     return {"pairs": pairs, "summary": summary}
+
+
+def calibrate(summary: dict) -> dict:
+    """Thresholds by a fixed rule from each family's pairs (the shipped THRESHOLDS are its output):
+    `related` = the first multiple of 5 at or above both the highest unrelated pair and the null
+    mean + 4 sd; `unrelated` = the last multiple of 5 at or below both the lowest related pair and
+    the null mean + 3 sd. Where the families' pairs overlap, the band between is inconclusive."""
+    out = {}
+    for fam, kind in (("llama", "gated"), ("gpt2", "plain")):
+        for basis in ("invariants", "v"):
+            r = summary.get(f"{fam}/{basis}")
+            if r is None:
+                continue
+            mu, sd = r["unrelated_mean"], r["unrelated_sd"]
+            out.setdefault(kind, {})[basis] = {
+                "related": 5.0 * math.ceil(max(r["unrelated_max"], mu + 4 * sd) / 5),
+                "unrelated": 5.0 * math.floor(min(r["related_min"], mu + 3 * sd) / 5),
+                "null_mean": round(mu, 1), "null_sd": round(sd, 1)}
+    return out
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -135,11 +154,12 @@ def _print(res: dict) -> None:
         log("|---|---|---|---|---|")
         for p in res["pairs"]:
             if p["family"] == fam and p["published"] == f"{fam}-s0":
-                wrong = (p["verdict_invariants"] != "same-lineage") if p["related"] else (p["verdict_invariants"] != "unrelated")
+                wrong = p["verdict_invariants"] != ("same-lineage" if p["related"] else "unrelated")
                 log(f"| {p['suspect']} | {p['related']} | {p['invariants']:.1f}{'*' if wrong else ''} | {p['v']:.1f} | {p['huref']:.1f} |")
-    wrong = [p for p in res["pairs"] for b in ("invariants", "v")
-             if (p[f"verdict_{b}"] != "same-lineage") if p["related"] else (p[f"verdict_{b}"] != "unrelated")]
-    log(f"\npairs with a wrong or inconclusive verdict (either basis): {len(wrong)}")
+    right = {True: "same-lineage", False: "unrelated"}
+    wrong = [p for p in res["pairs"] if any(p[f"verdict_{b}"] != right[p["related"]] for b in ("invariants", "v"))]
+    log(f"\nthresholds by the calibration rule (fingerprint_zoo.calibrate): {json.dumps(res['calibrated'])}")
+    log(f"pairs with a wrong or inconclusive verdict at the shipped thresholds (either basis): {len(wrong)}")
     for p in wrong[:40]:
         log(f"  {p['published']} vs {p['suspect']} related={p['related']}: inv {p['invariants']} ({p['verdict_invariants']}), "
             f"v {p['v']} ({p['verdict_v']})")
@@ -181,6 +201,7 @@ def main(argv=None) -> int:
     log(f"fingerprinted {len(models)} models in {time.time() - t1:.0f}s (incl. the HuRef baseline)")
     res = {"n_models": len(models), "vocab": VOCAB, "token_ids": spec.select_tokens(VOCAB),
            "thresholds": C.THRESHOLDS, **evaluate(models, feats)}
+    res["calibrated"] = calibrate(res["summary"])
     res["models"] = [{k: (str(v) if isinstance(v, Path) else v) for k, v in m.items()} for m in models]
     _save_images(Path(args.images), models, feats)
     res["seconds"] = round(time.time() - t0, 1)

@@ -5,9 +5,10 @@ order of the layers they keep: depth pruning drops some (Sheared-LLaMA), depth u
 some, width pruning, merges and GQA→MHA keep them all. So the published model's layers are
 matched to the suspect's by the monotone one-to-one alignment that maximises the summed
 similarity (a Needleman-Wunsch alignment with free gaps), and the score is that sum divided by
-the published model's depth: the share of the published layers found in the suspect, weighted
-by how alike they are. A published layer without a partner counts 0, so dropping one of L layers
-costs at most 100/L.
+√(L_a·L_b): 100 × the cosine of the two whole fingerprints once their layers are aligned (each
+layer's vector has unit norm; a layer without a partner adds to its side's norm, not to the dot
+product). Two copies of one model score 100; dropping one of L layers leaves at most
+100·√((L−1)/L), repeating one 100·√(L/(L+1)).
 
 Per-layer similarity is taken on the invariants when both files carry them, on v otherwise.
 Thresholds come from the zoo benchmark (`benchmarks/fingerprint_zoo.py`, see the README). A
@@ -25,14 +26,18 @@ import numpy as np
 from fingerprint.fpjson import Fingerprint
 from zkfp.errors import FingerprintError
 
-# Calibrated on the zoo (benchmarks/fingerprint_zoo.py, spec tokens): `related` sits above every
-# unrelated pair, `unrelated` below every related pair; null_mean/null_sd describe the unrelated
-# pairs (Gaussian null model for the implied FPR).
+# Calibrated on the zoo (benchmarks/fingerprint_zoo.py, its `calibrate` rule; spec tokens, trained
+# 4,096-token BPE vocabulary, 4-layer models), per MLP kind: seed twins of plain-MLP models (GPT-2)
+# look far more alike than those of gated ones (Llama), so one pair of thresholds cannot serve
+# both. null_mean/null_sd describe the zoo's unrelated pairs (the Gaussian null of the implied
+# false-positive rate).
 THRESHOLDS = {
-    "invariants": {"related": 75.0, "unrelated": 50.0, "null_mean": 16.2, "null_sd": 15.2},
-    "v": {"related": 85.0, "unrelated": 45.0, "null_mean": 2.3, "null_sd": 24.1},
+    "gated": {"invariants": {"related": 25.0, "unrelated": 15.0, "null_mean": 10.1, "null_sd": 2.5},
+              "v": {"related": 35.0, "unrelated": 25.0, "null_mean": 9.6, "null_sd": 5.4}},
+    "plain": {"invariants": {"related": 80.0, "unrelated": 55.0, "null_mean": 51.0, "null_sd": 6.4},
+              "v": {"related": 70.0, "unrelated": 55.0, "null_mean": 46.0, "null_sd": 5.9}},
 }
-SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth may differ)
+SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 
 
 def implied_fpr(threshold: float, mean: float, sd: float) -> float:
@@ -59,7 +64,7 @@ def layer_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray
 
 def aligned_scores(S: np.ndarray) -> np.ndarray:
     """Score of the best monotone one-to-one alignment for each (La, Lb) matrix of a (N, La, Lb)
-    stack: max Σ S[i, j] over matched pairs (i < i' ⇒ j < j'), divided by La. One dynamic
+    stack: max Σ S[i, j] over matched pairs (i < i' ⇒ j < j'), divided by √(La·Lb). One dynamic
     programme for the whole stack, so a registry of thousands ranks in one pass."""
     S = np.asarray(S, dtype=np.float64)
     n, la, lb = S.shape
@@ -69,7 +74,7 @@ def aligned_scores(S: np.ndarray) -> np.ndarray:
         for j in range(lb):
             row[:, j + 1] = np.maximum(np.maximum(prev[:, j + 1], row[:, j]), prev[:, j] + S[:, i, j])
         prev = row
-    return prev[:, lb] / la
+    return prev[:, lb] / math.sqrt(la * lb)
 
 
 def alignment(S: np.ndarray) -> list[tuple[int, int]]:
@@ -91,16 +96,19 @@ def alignment(S: np.ndarray) -> list[tuple[int, int]]:
     return pairs[::-1]
 
 
-def verdicts(sim: np.ndarray, basis: str) -> list[str]:
-    """same-lineage / inconclusive / unrelated for similarities on `basis` ("invariants" or "v")."""
-    t = THRESHOLDS[basis]
+def thresholds(spec: dict, basis: str) -> dict:
+    """The calibrated thresholds for a published fingerprint's spec (its MLP kind) and a basis."""
+    return THRESHOLDS[spec.get("mlp", "gated")][basis]
+
+
+def verdicts(sim: np.ndarray, t: dict) -> list[str]:
+    """same-lineage / inconclusive / unrelated for similarities under thresholds `t`."""
     return ["same-lineage" if s >= t["related"] else "unrelated" if s <= t["unrelated"] else "inconclusive"
             for s in np.atleast_1d(sim)]
 
 
-def null_z(sim: np.ndarray, basis: str) -> np.ndarray:
-    """Standard deviations above the unrelated pairs' mean: one scale for invariant and v scores."""
-    t = THRESHOLDS[basis]
+def null_z(sim: np.ndarray, t: dict) -> np.ndarray:
+    """Standard deviations above the unrelated pairs' mean: one scale for every basis and MLP kind."""
     return (np.asarray(sim, dtype=np.float64) - t["null_mean"]) / t["null_sd"]
 
 
@@ -134,8 +142,8 @@ def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
         sim = float(aligned_scores(S[None])[0])
     else:
         basis, S, sim = "v", S_v, v_sim
-    t = THRESHOLDS[basis]
-    return {"similarity": round(sim, 4), "verdict": verdicts(sim, basis)[0], "basis": basis,
+    t = thresholds(published.spec, basis)
+    return {"similarity": round(sim, 4), "verdict": verdicts(sim, t)[0], "basis": basis,
             "v_similarity": round(v_sim, 4),
             "layers": {"published": published.layers, "suspect": suspect.layers,
                        "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in alignment(S)]},

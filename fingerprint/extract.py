@@ -161,7 +161,7 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
     v = encode(z)
     d = src.arch.dims
     fp = Fingerprint(
-        spec=spec.spec_dict(layers=len(terms), k=len(token_ids)),
+        spec=spec.spec_dict(layers=len(terms), k=len(token_ids), mlp="gated" if src.has_gate() else "plain"),
         token_ids=token_ids,
         v=[float(x) for x in v],
         invariants=[float(x) for x in z],

@@ -91,6 +91,8 @@ def from_json(data, where: str) -> Fingerprint:
     for key in ("k", "layers", "m"):
         if not isinstance(s.get(key), int) or s[key] <= 0:
             raise FingerprintError(f"{where}: spec.{key} is missing or invalid")
+    if s.get("mlp", "gated") not in ("gated", "plain"):
+        raise FingerprintError(f"{where}: spec.mlp must be 'gated' or 'plain', not {s.get('mlp')!r}")
     ids, v = data.get("token_ids"), data.get("v")
     if not isinstance(ids, list) or not all(isinstance(t, int) and t >= 0 for t in ids) or len(ids) != s["k"]:
         raise FingerprintError(f"{where}: token_ids must be {s['k']} non-negative integers")
@@ -110,7 +112,8 @@ def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
     from verifier.bundle import read_bundle
 
     b = read_bundle(path)
-    return {"format": FORMAT, "spec": spec.spec_dict(layers=len(b.shape_json["layers"])), "token_ids": list(b.token_ids),
+    s = spec.spec_dict(layers=len(b.shape_json["layers"]), mlp=b.shape_json.get("mlp", "gated"))
+    return {"format": FORMAT, "spec": s, "token_ids": list(b.token_ids),
             "v": list(b.v if v is None else v),
             "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
                       "release_files": b.release_files}}

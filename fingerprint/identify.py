@@ -146,7 +146,8 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         idx = np.flatnonzero(basis == b)
         if not len(idx):
             continue
-        verdicts, z = C.verdicts(sim[idx], b), C.null_z(sim[idx], b)
+        t = C.thresholds(group.spec, b)
+        verdicts, z = C.verdicts(sim[idx], t), C.null_z(sim[idx], t)
         for j, i in enumerate(idx):
             e = group.entries[i]
             out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,

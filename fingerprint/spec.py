@@ -63,8 +63,9 @@ def select_tokens(vocab: int, k: int = K_TOKENS, candidates=None, salt: str = TO
     return pool[:k]
 
 
-def spec_dict(layers: int, k: int = K_TOKENS, m: int = M_DIM) -> dict:
-    """The spec as FP.json records it; `layers` is the model's depth (every layer is read)."""
-    return {"version": SPEC_VERSION, "k": k, "layers": layers, "m": m, "terms": list(TERMS),
+def spec_dict(layers: int, k: int = K_TOKENS, m: int = M_DIM, mlp: str = "gated") -> dict:
+    """The spec as FP.json records it: `layers` is the model's depth (every layer is read), `mlp`
+    its MLP kind ("gated": M_f through the gate; "plain": GPT-2's activation-free M_f)."""
+    return {"version": SPEC_VERSION, "k": k, "layers": layers, "m": m, "mlp": mlp, "terms": list(TERMS),
             "token_rule": f"sha256('{TOKEN_SALT}:'+id) smallest k over [{TOKEN_LO}, min(vocab,{TOKEN_HI}))",
             "encoder": ENCODER}

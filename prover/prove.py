@@ -113,7 +113,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                 chunk_rows=plan.chunk_rows, proofs=entries, release_commitments=_release_commitments(plan, entries),
                 v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
                 png_sha256=sha256_file(tmp / bundle_format.PNG),
-                spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m))
+                spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m, mlp=shape.mlp))
         shutil.rmtree(work, ignore_errors=True)
     timings.update(cosine=cos, chunks=len(plan.chunks), circuits=len(plan.parts), total_s=time.perf_counter() - start,
                    chunk_costs={c.name: results[c.name].get("cost") for c in plan.chunks},

@@ -79,13 +79,15 @@ def test_comparing_two_fp_json_files_imports_numpy_but_not_torch(tmp_path):
     assert out["basis"] == "invariants" and out["verdict"] == "same-lineage" and not out["suspect_fingerprinted"]
 
 
-def test_compare_is_hurefs_cosine_on_invariants_else_v():
-    a, b = synthetic(1), synthetic(2)
+def test_compare_is_hurefs_cosine_per_aligned_layer_on_invariants_else_v():
+    a = synthetic(1)
+    b = synthetic(2, like=a, noise=0.5)
     r = compare(a, b)
-    x, y = np.asarray(a.invariants), np.asarray(b.invariants)
-    assert r["basis"] == "invariants"
-    assert r["similarity"] == pytest.approx(100 * x @ y / np.linalg.norm(x) / np.linalg.norm(y), abs=1e-4)
-    assert r["verdict"] == "unrelated"
+    x, y = a.layer_invariants(), b.layer_invariants()
+    per_layer = [100 * x[i] @ y[i] / np.linalg.norm(x[i]) / np.linalg.norm(y[i]) for i in range(a.layers)]
+    assert r["basis"] == "invariants" and [p[:2] for p in r["layers"]["aligned"]] == [[i, i] for i in range(a.layers)]
+    assert r["similarity"] == pytest.approx(np.mean(per_layer), abs=1e-3)
+    assert compare(a, synthetic(2))["verdict"] == "unrelated"
     r = compare(a, synthetic(3, like=a, noise=0.01, invariants=False))
     assert r["basis"] == "v" and r["similarity"] > 99 and r["verdict"] == "same-lineage"
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "tokenizer.json"
 VOCAB_SIZE = 512
@@ -104,7 +108,7 @@ def save_tokenizer(tok, out_dir) -> Path:
     return out
 
 
-def merge_parents(tok) -> "np.ndarray":
+def merge_parents(tok) -> np.ndarray:
     """(vocab, 2) array: the two ids each merged token was made from (−1 for bytes and specials)."""
     import json
 
@@ -119,7 +123,7 @@ def merge_parents(tok) -> "np.ndarray":
     return parents
 
 
-def encode_lines(tok, lines, unmerge_p: float = 0.0, seed: int = 0) -> "np.ndarray":
+def encode_lines(tok, lines, unmerge_p: float = 0.0, seed: int = 0) -> np.ndarray:
     """Token ids of `lines` (each followed by a newline), concatenated.
 
     With `unmerge_p` > 0, each token is split back into the two tokens its merge was made from

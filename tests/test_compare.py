@@ -1,0 +1,100 @@
+"""Comparing fingerprints layer by layer: the published model's layers are found in a suspect
+whose depth changed (layers dropped, copied or inserted), in order, and nowhere else."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fingerprint import compare as C
+
+
+def _layers(seed: int, n: int, width: int = 96) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, width))
+
+
+def test_identical_layers_score_100_and_align_one_to_one():
+    A = _layers(0, 5)
+    S = C.layer_similarities(A, A)
+    assert C.aligned_scores(S[None])[0] == pytest.approx(100.0)
+    assert C.alignment(S) == [(i, i) for i in range(5)]
+
+
+def test_a_dropped_layer_costs_its_share_and_the_rest_still_align():
+    A = _layers(1, 4)
+    for gone in range(4):
+        B = np.delete(A, gone, axis=0)
+        S = C.layer_similarities(A, B)
+        assert C.aligned_scores(S[None])[0] == pytest.approx(100 * 3 / np.sqrt(12), abs=5)  # the cosine of the aligned whole
+        kept = [i for i in range(4) if i != gone]
+        assert [(i, j) for i, j in C.alignment(S) if S[i, j] > 50] == list(zip(kept, range(3)))
+
+
+def test_an_inserted_copy_costs_only_its_norm():
+    A = _layers(2, 4)
+    B = np.insert(A, 2, A[1], axis=0)  # block 1 repeated (depth up-scaling)
+    assert C.aligned_scores(C.layer_similarities(A, B)[None])[0] == pytest.approx(100 * 4 / np.sqrt(20))
+
+
+def test_alignment_keeps_the_order_of_layers():
+    A = _layers(3, 4)
+    reversed_ = C.layer_similarities(A, A[::-1])
+    assert C.aligned_scores(reversed_[None])[0] < 30  # only one layer can pair with itself
+
+
+def test_one_programme_scores_a_stack_like_one_by_one():
+    S = np.random.default_rng(4).uniform(-30, 100, size=(7, 5, 6))
+    one_by_one = [C.aligned_scores(s[None])[0] for s in S]
+    assert np.allclose(C.aligned_scores(S), one_by_one)
+    for s, score in zip(S, one_by_one):  # the traced alignment achieves the optimum
+        assert sum(s[i, j] for i, j in C.alignment(s)) / np.sqrt(5 * 6) == pytest.approx(score)
+
+
+def test_unrelated_random_layers_score_near_zero():
+    scores = [C.aligned_scores(C.layer_similarities(_layers(10 + s, 4, 768), _layers(50 + s, 4, 768))[None])[0]
+              for s in range(20)]
+    assert max(scores) < 10
+
+
+@pytest.fixture(scope="module")
+def base(tiny_models):
+    return tiny_models("llama", seed=0, steps=150, layers=3)
+
+
+@pytest.mark.parametrize("derive, expected", [
+    (lambda m, L: L.drop_layer(m, -1), 200 / np.sqrt(6)),   # Sheared-LLaMA-style depth pruning, before healing
+    (lambda m, L: L.drop_layer(m, 1), 200 / np.sqrt(6)),
+    (lambda m, L: L.insert_layer_copy(m, 1), 300 / np.sqrt(12)),  # depth up-scaling
+    (lambda m, L: L.insert_layer_copy(m, 2, identity=True), 300 / np.sqrt(12)),
+])
+def test_structural_derivations_keep_the_published_layers(base, tmp_path, derive, expected):
+    from transformers import AutoModelForCausalLM
+
+    from fingerprint import extract as E
+    from fingerprint import lineage
+    from zkfp.zoo.tiny import save
+
+    published = E.extract(base)
+    child = save(derive(AutoModelForCausalLM.from_pretrained(base), lineage), tmp_path / "child")
+    suspect = E.extract(child, token_ids=published.token_ids)
+    result = C.compare(published, suspect)
+    assert result["similarity"] == pytest.approx(expected, abs=1e-3)
+    assert all(s > 99.99 for _i, _j, s in result["layers"]["aligned"])
+
+
+def test_fingerprint_files_of_different_depths_compare(base, tmp_path):
+    """Depth is the model's, not the spec's: FP.json files of 3 and 2 layers compare (numpy only)."""
+    from transformers import AutoModelForCausalLM
+
+    from fingerprint import extract as E
+    from fingerprint import fpjson, lineage
+    from zkfp.zoo.tiny import save
+
+    published = E.extract(base)
+    child = save(lineage.drop_layer(AutoModelForCausalLM.from_pretrained(base), 0), tmp_path / "child")
+    fpjson.save(published, tmp_path / "a.json", with_invariants=False)
+    fpjson.save(E.extract(child), tmp_path / "b.json", with_invariants=False)
+    a, b = fpjson.load(tmp_path / "a.json"), fpjson.load(tmp_path / "b.json")
+    assert (a.layers, b.layers) == (3, 2) and len(b.v) == 2 * a.spec["m"]
+    result = C.compare(a, b)
+    assert result["basis"] == "v" and [ij[:2] for ij in result["layers"]["aligned"]] == [[1, 0], [2, 1]]
