@@ -41,6 +41,7 @@ from fingerprint import spec  # noqa: E402
 
 VOCAB = 4096
 METHODS = ("invariants", "v", "huref")
+SHOWN = ("drop-last", "drop-middle", "insert-copy-heal", "width-prune", "vocab-ext", "heavy-cpt", "merge")  # in the images
 
 
 def log(*a):
@@ -173,8 +174,10 @@ def _save_images(out: Path, models: list[dict], feats: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     cell = 128
     for fam in sorted({m["family"] for m in models}):
-        rows = [[m["name"] for m in models if m["family"] == fam and m["root"] == f"{fam}-s0"][:8],
-                [m["name"] for m in models if m["family"] == fam and m["root"] != f"{fam}-s0"][:8]]
+        have = {m["name"] for m in models}
+        rows = [[f"{fam}-s0"] + [f"{fam}-s0-{k}" for k in SHOWN],
+                [f"{fam}-s1", f"{fam}-s2", f"{fam}-s3"] + [f"{fam}-s1-{k}" for k in SHOWN if k != "merge"]]
+        rows = [[n for n in row if n in have][:8] for row in rows]
         sheet = Image.new("RGB", (cell * 8, (cell + 18) * 2), "white")
         draw = ImageDraw.Draw(sheet)
         for r, row in enumerate(rows):

@@ -74,10 +74,11 @@ def term_scale_problem(term_felts: list[str], shape) -> str | None:
             f"window the encoder circuit encodes exactly ({lo:.3g} to {hi:.3g})")
 
 
-def v_from_public(values, shape) -> tuple[np.ndarray, np.ndarray]:
-    """(v, checks) from the encoder circuit's public values, decoded to floats."""
+def v_from_public(values, shape, layers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(v, checks) from an encoder circuit's public values (of `layers` layers, default all), decoded to floats."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    n_v = shape.m * len(shape.layers)
-    if values.size != n_v + shape.n_terms():
-        raise ValueError(f"expected {n_v + shape.n_terms()} public values, got {values.size}")
-    return np.concatenate([zscore(y) for y in values[:n_v].reshape(len(shape.layers), shape.m)]), values[n_v:]
+    layers = len(shape.layers) if layers is None else layers
+    n_v = shape.m * layers
+    if values.size != n_v + 3 * layers:
+        raise ValueError(f"expected {n_v + 3 * layers} public values, got {values.size}")
+    return np.concatenate([zscore(y) for y in values[:n_v].reshape(-1, shape.m)]), values[n_v:]

@@ -158,11 +158,11 @@ def build_sum_onnx(part) -> onnx.ModelProto:
 
 
 def build_encoder_onnx(part) -> onnx.ModelProto:
-    """The encoder circuit's ONNX model (see the module docstring)."""
+    """An encoder circuit's ONNX model (see the module docstring): every layer's, or those of
+    `part.layers` when the model's encoder is split by groups of layers (circuits.plan)."""
     s = part.shape
-    T, L, kk = s.n_terms(), len(s.layers), s.k * s.k
-    if T != 3 * L:
-        raise ValueError(f"the encoder reads three terms per layer, not {T} terms for {L} layers")
+    T, kk = len(part.output_terms), s.k * s.k
+    L = part.encoded_layers
     P = load_projection(s.k, s.m).reshape(s.m, 3, kk)  # one projection for every layer
     io = part.committed_io()
     g = _Graph()

@@ -232,14 +232,14 @@ def fits(part: Part, budget: int) -> bool:
 
 def logrows_for(shape: CircuitShape) -> int:
     """The model's logrows: the smallest 2^k holding its whole terms circuit and the encoder when
-    that is at most CHUNK_LOGROWS, else CHUNK_LOGROWS (chunks). Cached."""
+    both fit CHUNK_LOGROWS, else CHUNK_LOGROWS (chunks, and encoders by groups of layers). Cached."""
     pointer = cache_dir() / "circuits" / f"{shape.key()}.logrows"
     if pointer.is_file():
         return int(pointer.read_text())
     whole = Part("terms", shape)
     encoder = Part("encoder", shape, (tuple(range(shape.n_terms())),))
     budget = (1 << CHUNK_LOGROWS) - ROW_RESERVE
-    if fits(whole, budget):
+    if fits(whole, budget) and fits(encoder, budget):
         rows = max(part_rows(whole), part_rows(encoder))
         logrows = max(rows + ROW_RESERVE, 2 * shape.decomp_base).bit_length()
     else:

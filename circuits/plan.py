@@ -40,27 +40,39 @@ SHARED = ("tokens", "attn_gain", "mlp_gain")  # read whole by every chunk that r
 
 @dataclass(frozen=True)
 class Part:
-    """One circuit to compile: a terms chunk's, a sum's or the encoder's."""
+    """One circuit to compile: a terms chunk's, a sum's or an encoder's."""
     kind: str                                # "terms" | "sum" | "encoder"
     shape: CircuitShape                      # terms: the chunk's padded shape; sum/encoder: the model's
     layout: tuple[tuple[int, ...], ...] = ()  # sum/encoder: which output term each input's terms add to
+    layers: tuple[int, int] | None = None    # encoder: the layers [a, b) it encodes (None: all)
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:24]
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "shape": self.shape.to_json(), "layout": [list(t) for t in self.layout]}
+        d = {"kind": self.kind, "shape": self.shape.to_json(), "layout": [list(t) for t in self.layout]}
+        if self.layers is not None:  # an encoder of every layer keeps the key it always had
+            d["layers"] = list(self.layers)
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Part":
-        return cls(d["kind"], CircuitShape.from_json(d["shape"]), tuple(tuple(t) for t in d["layout"]))
+        layers = tuple(d["layers"]) if d.get("layers") is not None else None
+        return cls(d["kind"], CircuitShape.from_json(d["shape"]), tuple(tuple(t) for t in d["layout"]), layers)
 
     @property
     def output_terms(self) -> tuple[int, ...]:
-        """Its output's terms, numbered within the output (for the encoder: the model's terms)."""
+        """Its output's terms, numbered within the output (for an encoder: the model's terms it encodes)."""
         if self.kind == "terms":
             return tuple(range(self.shape.n_terms()))
+        if self.layers is not None:
+            return tuple(range(3 * self.layers[0], 3 * self.layers[1]))
         return tuple(sorted({t for lay in self.layout for t in lay}))
+
+    @property
+    def encoded_layers(self) -> int:
+        """How many layers' v an encoder makes public."""
+        return len(self.output_terms) // 3
 
     def committed_io(self) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
         """(name, dims) of the committed inputs and outputs, in circuit order (names generic)."""
@@ -70,7 +82,7 @@ class Part:
         partials = [(f"partial{i}", (len(lay) * kk,)) for i, lay in enumerate(self.layout)]
         if self.kind == "sum":
             return {"inputs": partials, "outputs": [("partial", (len(self.output_terms) * kk,))]}
-        return {"inputs": partials + [("root_inv_sigma", (self.shape.n_terms(),))], "outputs": []}
+        return {"inputs": partials + [("root_inv_sigma", (len(self.output_terms),))], "outputs": []}
 
 
 @dataclass(frozen=True)
@@ -114,11 +126,16 @@ class Plan:
     shape: CircuitShape
     logrows: int
     chunk_rows: int
-    chunks: tuple[Chunk, ...]   # in proving order; the encoder last
+    chunks: tuple[Chunk, ...]   # in proving order; the encoders last, in layer order
 
     @property
     def terms_chunks(self) -> list[Chunk]:
         return [c for c in self.chunks if c.part.kind == "terms"]
+
+    @property
+    def encoders(self) -> list[Chunk]:
+        """The chunks whose public values are v: one, or one per group of layers (in order)."""
+        return [c for c in self.chunks if c.part.kind == "encoder"]
 
     @cached_property
     def parts(self) -> dict[str, Part]:
@@ -152,8 +169,8 @@ def _suffix(s: Slice, role: str, shape: CircuitShape) -> str:
 # -- the plan ------------------------------------------------------------------------------------
 
 def make_plan(shape: CircuitShape, logrows: int, chunk_rows: int | None = None, fits=None) -> Plan:
-    """The chunks of `shape` at `logrows`, each terms chunk within `chunk_rows` circuit rows
-    (default: all of 2^logrows but ezkl's reserve). `fits(part, rows)` says whether a circuit
+    """The chunks of `shape` at `logrows`, each terms chunk and encoder within `chunk_rows` circuit
+    rows (default: all of 2^logrows but ezkl's reserve). `fits(part, rows)` says whether a circuit
     holds within that many rows (default: ezkl's own count, `circuits.pipeline.fits`)."""
     from circuits import pipeline
 
@@ -168,10 +185,34 @@ def make_plan(shape: CircuitShape, logrows: int, chunk_rows: int | None = None, 
         level = _sum_level(shape, level, depth)
         chunks += level
         depth += 1
-    encoder = _sum_chunk(shape, "encoder", level, kind="encoder")
-    if encoder.terms != tuple(range(shape.n_terms())):
-        raise AssertionError("the plan does not cover every term")
-    return Plan(shape, logrows, budget, tuple(chunks) + (encoder,))
+    encoders = _encoders(shape, level, budget, fits)
+    if tuple(t for e in encoders for t in e.part.output_terms) != tuple(range(shape.n_terms())):
+        raise AssertionError("the plan does not encode every term")
+    return Plan(shape, logrows, budget, tuple(chunks) + tuple(encoders))
+
+
+def _encoders(shape: CircuitShape, level: list[Chunk], budget: int, fits) -> list[Chunk]:
+    """The encoder, or, when it does not fit (each layer's projection costs ~50,000 rows, so a
+    deep model's does not), encoders of equal groups of layers, each reading the partials that
+    hold its layers' terms: every v_l depends on its own layer's terms only."""
+    whole = _sum_chunk(shape, "encoder", level, kind="encoder")
+    L = len(shape.layers)
+    if L == 1 or fits(whole.part, budget):
+        return [whole]
+    group = lambda a, b: _encoder_of(shape, level, a, b)  # noqa: E731
+    per = _largest(lambda n: group(0, n).part, L - 1, budget, fits)
+    if per < 1:
+        raise ValueError(f"the encoder of one layer needs more than {budget:,} rows")
+    per = _balanced(L, per)
+    return [group(a, min(L, a + per)) for a in range(0, L, per)]
+
+
+def _encoder_of(shape: CircuitShape, level: list[Chunk], a: int, b: int) -> Chunk:
+    """The encoder of layers [a, b): it reads the partials holding any of their terms."""
+    wanted = set(range(3 * a, 3 * b))
+    sources = [c for c in level if wanted & set(c.terms)]
+    part = Part("encoder", shape, tuple(tuple(c.terms) for c in sources), layers=(a, b))
+    return Chunk(f"encoder.l{a}-{b}", part, sources=tuple(c.name for c in sources), terms=tuple(sorted(wanted)))
 
 
 def _sum_level(shape: CircuitShape, level: list[Chunk], depth: int) -> list[Chunk]:

@@ -179,9 +179,11 @@ def _prove_chunks(plan, tensors: dict, info, work: Path, run) -> tuple[dict[str,
                 problem = term_scale_problem(terms, plan.shape)
                 if problem:
                     raise ZkfpError(problem)
-                data.append(np.sqrt(inverse_sigmas(terms, plan.shape)).tolist())
+                roots = np.sqrt(inverse_sigmas(terms, plan.shape))
+                data.append(roots[list(c.part.output_terms)].tolist())
             path.write_text(json.dumps({"input_data": data}))
-        what = "proving chunks" if i == 0 else ("proving the encoder" if i == len(levels) - 1 else "proving sums")
+        what = ("proving chunks" if i == 0 else "proving sums" if i < len(levels) - 1
+                else "proving the encoder" if len(level) == 1 else "proving the encoders")
         run.prove(todo, plan.logrows, info, work, what, already=len(level) - len(todo))
         for c in todo:
             results[c.name] = tasks.read_result(work, c.name)
@@ -235,9 +237,12 @@ def _check(plan, results: dict, tensors: dict, info, work: Path) -> tuple[np.nda
         for name, pts in zip(c.inputs(plan.shape), results[c.name]["inputs"]):
             if name in outputs and outputs[name] != pts:
                 raise ZkfpError(f"internal error: {c.name} reads {name} under another commitment than its maker's")
-    encoder = plan.chunks[-1]
-    scale = int(pipeline.build(encoder.part, plan.logrows).settings_json()["model_output_scales"][0])
-    v, checks = v_from_public([ezkl.felt_to_float(f, scale) for f in results[encoder.name]["values"]], plan.shape)
+    parts = []
+    for encoder in plan.encoders:
+        scale = int(pipeline.build(encoder.part, plan.logrows).settings_json()["model_output_scales"][0])
+        parts.append(v_from_public([ezkl.felt_to_float(f, scale) for f in results[encoder.name]["values"]],
+                                   plan.shape, encoder.part.encoded_layers))
+    v, checks = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     if not np.all(np.abs(checks - 1) <= CHECK_TOL):
         raise ZkfpError(f"internal error: the encoder's checks are {checks.tolist()}, not 1")
     shape = plan.shape

@@ -1,8 +1,9 @@
 """A model proved in chunks (circuits.plan) on Ray: the run is interrupted, resumed and verified,
 and every way of tampering with the chunks or their links is refused with a reason.
 
-The embedded model fits one circuit; a row budget per chunk of 40,000 cuts it into attention,
-expanded-neuron and exact-neuron chunks per layer plus the encoder, which sums their partials."""
+The embedded model fits one circuit; a row budget per chunk of 60,000 cuts it into attention,
+expanded-neuron and exact-neuron chunks per layer plus, since the encoder of both layers needs
+more rows than that, one encoder per layer, each summing its layer's partials."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-CHUNK_ROWS = 40_000
+CHUNK_ROWS = 60_000
 
 
 def _prove_cli(release: Path, out: Path) -> subprocess.Popen:
@@ -87,7 +88,7 @@ def test_an_interrupted_run_leaves_no_bundle_and_the_rerun_resumes(interrupted, 
     bundle, timings = chunked
     assert bundle == out and (bundle / "manifest.json").is_file()
     assert not out.with_name(out.name + ".partial").exists(), "the work folder is removed once the bundle is written"
-    assert timings["chunks"] == 7 and timings["circuits"] == 4
+    assert timings["chunks"] == 8 and timings["circuits"] == 5
     assert timings["resumed"] >= len(finished), "the chunks proved before the interruption were not proved again"
 
 
@@ -99,9 +100,9 @@ def test_chunked_bundle_verifies_without_and_with_the_release(chunked, release):
     assert res.ok, res.reasons
     b = read_bundle(bundle)
     names = [p.name for p in b.proofs]
-    assert names[-1] == "encoder" and len(names) == 7 and res.checks["proofs"] == 7
-    assert {n.split(".")[1] for n in names[:-1]} == {"attn", "expanded", "exact"}
-    assert "in 7 linked proofs" in res.statement
+    assert names[-2:] == ["encoder.l0-1", "encoder.l1-2"] and len(names) == 8 and res.checks["proofs"] == 8
+    assert {n.split(".")[1] for n in names[:-2]} == {"attn", "expanded", "exact"}
+    assert "in 8 linked proofs" in res.statement
     res = _verify(bundle, release)
     assert res.ok and res.checks["commitments_match"] is True, res.reasons
 
@@ -159,7 +160,7 @@ def test_link_commitment_altered_on_both_sides(copy):
     chunk = m["proofs"][0]
     other = m["proofs"][1]["outputs"][0]["points"]
     chunk["outputs"][0]["points"] = other
-    for c in m["proofs"][-1]["inputs"]:
+    for c in (c for p in m["proofs"] for c in p["inputs"]):
         if c["name"] == chunk["name"]:
             c["points"] = other
     (copy / "manifest.json").write_text(json.dumps(m))
@@ -175,9 +176,9 @@ def test_link_commitment_altered_on_one_side(copy):
     m = json.loads((copy / "manifest.json").read_text())
     m["proofs"][-1]["inputs"][0]["points"] = m["proofs"][-1]["inputs"][1]["points"]
     (copy / "manifest.json").write_text(json.dumps(m))
-    _refused(_verify(copy), "proof encoder does not hold the commitments")
+    _refused(_verify(copy), "proof encoder.l1-2 does not hold the commitments")
     b = read_bundle(copy)
-    with pytest.raises(_Invalid, match=f"read {m['proofs'][0]['name']} under different commitments"):
+    with pytest.raises(_Invalid, match=f"read {m['proofs'][-1]['inputs'][0]['name']} under different commitments"):
         _check_links(b, _plan(b, _spec_shape(b)))
 
 

@@ -7,8 +7,9 @@ import pytest
 
 
 def _by_weights(part, budget):
-    """A stand-in for ezkl's row count (monotone in the block size, as rows are): weights read."""
-    return part.shape.weight_elements() <= budget
+    """A stand-in for ezkl's row count (monotone in the block size, as rows are): weights read
+    (sums and encoders fit)."""
+    return part.kind != "terms" or part.shape.weight_elements() <= budget
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +25,26 @@ def embedded(tmp_path_factory):
     return shape, {name: arr for (name, _), arr in zip(shape.input_specs(), inputs)}
 
 
-def _chunk_terms(plan, tensors):
-    """Every term summed over the terms chunks' partials, each evaluated by its own ONNX graph."""
+def _partials(plan, tensors) -> dict:
+    """Each terms chunk's partial terms, (its terms, k²), evaluated by its own ONNX graph."""
     from onnx.reference import ReferenceEvaluator
 
     from circuits.graph import build_onnx
     from circuits.plan import chunk_inputs
 
-    kk = plan.shape.k ** 2
-    total = np.zeros((plan.shape.n_terms(), kk))
+    out = {}
     for c in plan.terms_chunks:
         feeds = {n: a.astype(np.float32) for (n, _), a in zip(c.part.shape.input_specs(),
                                                                 chunk_inputs(c, plan.shape, tensors))}
-        partial = ReferenceEvaluator(build_onnx(c.part.shape)).run(None, feeds)[0].reshape(len(c.terms), kk)
-        for t, row in zip(c.terms, partial):
-            total[t] += row
+        out[c.name] = ReferenceEvaluator(build_onnx(c.part.shape)).run(None, feeds)[0].reshape(len(c.terms), -1)
+    return out
+
+
+def _chunk_terms(plan, tensors):
+    """Every term summed over the terms chunks' partials."""
+    total = np.zeros((plan.shape.n_terms(), plan.shape.k ** 2))
+    for name, partial in _partials(plan, tensors).items():
+        total[list(next(c.terms for c in plan.terms_chunks if c.name == name))] += partial
     return total
 
 
@@ -94,3 +100,41 @@ def test_more_chunks_than_the_fan_in_are_summed_in_a_tree(embedded, monkeypatch)
     produced = [c.name for c in plan.chunks[:-1]]
     consumed = [s for c in plan.chunks for s in c.sources]
     assert sorted(produced) == sorted(consumed), "every partial is read exactly once"
+
+
+
+def test_an_encoder_too_large_for_a_chunk_is_split_by_layers_and_encodes_the_same(embedded):
+    """Each layer's v depends on that layer's terms only: encoders of groups of layers, each
+    reading just the partials that hold its terms, make the whole encoder's public values."""
+    from onnx.reference import ReferenceEvaluator
+
+    from circuits.finish import v_from_public
+    from circuits.graph import build_encoder_onnx
+    from circuits.plan import make_plan
+
+    shape, tensors = embedded
+    one_layer = lambda p, b: _by_weights(p, b) and (p.kind != "encoder" or p.encoded_layers <= 1)  # noqa: E731
+    split, whole = make_plan(shape, 17, 8_000, fits=one_layer), make_plan(shape, 17, 8_000, fits=_by_weights)
+    assert [c.name for c in whole.encoders] == ["encoder"]
+    assert [c.name for c in split.encoders] == ["encoder.l0-1", "encoder.l1-2"] and split.chunks[-2:] == tuple(split.encoders)
+    assert [c.part.output_terms for c in split.encoders] == [(0, 1, 2), (3, 4, 5)]
+    for e in split.encoders:
+        assert set(e.sources) == {c.name for c in split.terms_chunks if set(c.terms) & set(e.part.output_terms)}
+
+    partials = _partials(split, tensors)
+    total = _chunk_terms(split, tensors)
+    c = total / 2.0 ** shape.term_shift  # the encoder's units (as test_circuits feeds its graph)
+    c = c - c.mean(axis=1, keepdims=True)
+    u = (c * c).sum(axis=1) ** -0.25  # u² = 1/σ
+
+    def public(encoder) -> tuple:
+        feeds = {f"partial{i}": partials[s].reshape(-1).astype(np.float32) for i, s in enumerate(encoder.sources)}
+        feeds["root_inv_sigma"] = u[list(encoder.part.output_terms)].astype(np.float32)
+        values = ReferenceEvaluator(build_encoder_onnx(encoder.part)).run(None, feeds)[0]
+        return v_from_public(values, shape, encoder.part.encoded_layers)
+
+    v_whole, checks_whole = public(whole.encoders[0])
+    pieces = [public(e) for e in split.encoders]
+    assert np.allclose(np.concatenate([p[0] for p in pieces]), v_whole, atol=1e-5)
+    assert np.allclose(np.concatenate([p[1] for p in pieces]), checks_whole, atol=1e-5)
+    assert np.abs(checks_whole - 1).max() < 1e-3

@@ -38,7 +38,7 @@ from zkfp.errors import ReleaseError
 
 REPO = Path(__file__).resolve().parent.parent
 HONEST_BOUND = RTOL / 2  # honest: ≤ ~RTOL/4 by construction where c_n vanishes, a few u elsewhere (docstring)
-EMBEDDED_SHAPE = dict(hidden=64, layers=4, heads=4, kv_heads=2, intermediate=172)  # zkfp.zoo.embedded.SPEC
+EMBEDDED_SHAPE = dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172)  # zkfp.zoo.embedded.SPEC
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,8 @@ def _verify(b: Bundle, srs, allow_dev: bool, checks: dict, say) -> tuple[list[fl
     checks["proofs_s"] = round(time.perf_counter() - t, 3)
     _check_links(b, plan)
     checks["links"] = "ok"
-    _check_v(b, shape, derived[plan.chunks[-1].part.key()][0], public[-1])
+    _check_v(b, shape, [(derived[c.part.key()][0], c.part.encoded_layers, values)
+                        for c, values in zip(plan.chunks, public) if c.part.kind == "encoder"])
     checks["v"] = "ok"
     _check_image(b)
     checks["png"] = "ok"
@@ -308,19 +309,25 @@ def _check_links(b: Bundle, plan) -> None:
         raise _Invalid("the commitment digest is not the digest of the commitments the proofs hold")
 
 
-def _check_v(b: Bundle, shape, encoder, instances: list) -> np.ndarray:
-    """v is zscore(y) of the encoder's public values, and every check is 1 (circuits.graph)."""
+def _check_v(b: Bundle, shape, encoders: list) -> np.ndarray:
+    """v is, layer by layer, zscore(y_l) of the encoders' public values (in layer order), and every
+    check is 1 (circuits.graph). `encoders`: (circuit, layers it encodes, public values) each."""
     import ezkl
 
     from circuits.finish import CHECK_TOL, v_from_public
 
-    scale = int(encoder.settings_json()["model_output_scales"][0])
-    with _refused_by_ezkl("the encoder proof's public values are not field elements"):
-        values = [ezkl.felt_to_float(f, scale) for f in instances]
-    try:
-        v, checks = v_from_public(values, shape)
-    except ValueError as exc:
-        raise _Invalid(f"the encoder proof's public values: {exc}") from None
+    vs, all_checks = [], []
+    for circuit, layers, instances in encoders:
+        scale = int(circuit.settings_json()["model_output_scales"][0])
+        with _refused_by_ezkl("the encoder proof's public values are not field elements"):
+            values = [ezkl.felt_to_float(f, scale) for f in instances]
+        try:
+            v, checks = v_from_public(values, shape, layers)
+        except ValueError as exc:
+            raise _Invalid(f"the encoder proof's public values: {exc}") from None
+        vs.append(v)
+        all_checks.append(checks)
+    v, checks = np.concatenate(vs), np.concatenate(all_checks)
     if not np.all(np.abs(checks - 1) <= CHECK_TOL):
         raise _Invalid(f"the encoder proof's 1/σ checks are {np.round(checks, 6).tolist()}, not 1 within "
                        f"{CHECK_TOL}: the proven z-scores are not z-scores")

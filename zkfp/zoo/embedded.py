@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-llama"
-SPEC = dict(family="llama", hidden=64, layers=4, heads=4, kv_heads=2, intermediate=172)
+SPEC = dict(family="llama", hidden=64, layers=2, heads=4, kv_heads=2, intermediate=172)
 SEED, STEPS, DOMAINS = 7, 600, ["forest", "kitchen"]
 
 
