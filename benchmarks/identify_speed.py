@@ -84,7 +84,8 @@ def suspect_file(path: Path, registry: Path, target: str) -> Path:
     layers = group.spec["layers"]
     keep = lambda x: x.reshape(layers, -1)[:-1].reshape(-1)  # noqa: E731 - the last layer dropped
     v = keep(group.v[i] + 0.3 * g.standard_normal(spec.M_DIM * layers))
-    inv = keep(group.invariants[i] + 0.5 * g.standard_normal(spec.invariant_length(layers)))
+    row = int(group.has_invariants[:i].sum())  # `invariants` holds only the entries that carry them
+    inv = keep(group.invariants[row] + 0.5 * g.standard_normal(spec.invariant_length(layers)))
     save(Fingerprint(spec=spec.spec_dict(layers - 1), token_ids=list(group.token_ids), v=[float(x) for x in v],
                      invariants=[float(x) for x in inv]), path)
     return path

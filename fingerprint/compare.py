@@ -54,12 +54,15 @@ def similarities(rows: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def layer_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
-    """(..., La, Lb): 100 × cosine of every published layer (…, La, n) with every suspect layer (Lb, n)."""
-    a = np.asarray(published, dtype=np.float64)
-    b = np.asarray(suspect, dtype=np.float64)
-    a = a / np.maximum(np.linalg.norm(a, axis=-1, keepdims=True), 1e-300)
-    b = b / np.maximum(np.linalg.norm(b, axis=-1, keepdims=True), 1e-300)
-    return 100.0 * a @ b.T
+    """(..., La, Lb): 100 × cosine of every published layer (…, La, n) with every suspect layer (Lb, n),
+    in the published vectors' precision (a registry's float32 stays float32: ranking thousands)."""
+    a = np.asarray(published)
+    a = a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
+    b = np.asarray(suspect, dtype=a.dtype)
+    tiny = np.finfo(a.dtype).tiny
+    na = np.maximum(np.sqrt(np.einsum("...i,...i->...", a, a)), tiny)[..., None]
+    nb = np.maximum(np.linalg.norm(b, axis=-1), tiny)
+    return 100.0 * ((a @ b.T) / na / nb).astype(np.float64)
 
 
 def aligned_scores(S: np.ndarray) -> np.ndarray:

@@ -139,7 +139,7 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
     basis = np.array(["v"] * n, dtype=object)
     if fp.invariants is not None and group.invariants is not None:
         rows = group.has_invariants
-        sim[rows] = scores(group.invariants[rows], fp.layer_invariants())
+        sim[rows] = scores(group.invariants, fp.layer_invariants())
         basis[rows] = "invariants"
     out = []
     for b in ("invariants", "v"):

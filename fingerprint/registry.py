@@ -84,9 +84,9 @@ class Group:
     spec: dict
     token_ids: tuple[int, ...]
     entries: list[Entry]
-    v: np.ndarray                  # (n, m) float32
-    invariants: np.ndarray | None  # (n, len) float32 for the entries that carry them
-    has_invariants: np.ndarray     # (n,) bool: which rows of `invariants` are real
+    v: np.ndarray                  # (n, m · layers) float32
+    invariants: np.ndarray | None  # (entries that carry them, len) float32, in entry order
+    has_invariants: np.ndarray     # (n,) bool: which entries carry invariants (the rows of `invariants`)
 
 
 def fingerprint_digest(fp: Fingerprint) -> str:
@@ -259,11 +259,9 @@ def _group(rows: list, parsed: dict) -> Group:
     v = np.frombuffer(b"".join(r[10] for r in rows), dtype="<f4").reshape(len(rows), m)
     has = np.array([r[11] is not None for r in rows])
     invariants = None
-    if has.any():
-        n = len(next(r[11] for r in rows if r[11] is not None)) // 4
-        blank = bytes(4 * n)
-        invariants = np.frombuffer(b"".join(r[11] if r[11] is not None else blank for r in rows),
-                                   dtype="<f4").reshape(len(rows), n)
+    if has.any():  # only the entries that carry them: a v-only entry (a bundle's) costs nothing here
+        invariants = np.frombuffer(b"".join(r[11] for r in rows if r[11] is not None),
+                                   dtype="<f4").reshape(int(has.sum()), -1)
     return Group(spec=entries[0].spec, token_ids=entries[0].token_ids, entries=entries, v=v,
                  invariants=invariants, has_invariants=has)
 

@@ -98,3 +98,32 @@ def test_fingerprint_files_of_different_depths_compare(base, tmp_path):
     assert (a.layers, b.layers) == (3, 2) and len(b.v) == 2 * a.spec["m"]
     result = C.compare(a, b)
     assert result["basis"] == "v" and [ij[:2] for ij in result["layers"]["aligned"]] == [[1, 0], [2, 1]]
+
+
+def test_fingerprint_files_whose_v_is_not_whole_layers_or_whose_mlp_kind_is_unknown_are_refused(tmp_path):
+    import json
+
+    from fingerprint import fpjson, spec
+    from zkfp.errors import FingerprintError
+
+    good = {"format": fpjson.FORMAT, "spec": spec.spec_dict(layers=3), "token_ids": spec.select_tokens(4096),
+            "v": [0.5] * (3 * spec.M_DIM)}
+    assert fpjson.from_json(good, "ok").layer_v().shape == (3, spec.M_DIM)
+    short = dict(good, v=good["v"][:-1])
+    with pytest.raises(FingerprintError, match=r"v must be 64 × 3 layers = 192 finite numbers"):
+        fpjson.from_json(short, "short.json")
+    with pytest.raises(FingerprintError, match="spec.mlp must be 'gated' or 'plain'"):
+        fpjson.from_json(dict(good, spec=dict(good["spec"], mlp="moe")), "odd.json")
+    (tmp_path / "t.json").write_text(json.dumps(good)[:-40])
+    with pytest.raises(FingerprintError):
+        fpjson.load(tmp_path / "t.json")
+
+
+def test_thresholds_follow_the_published_models_mlp_kind():
+    from fingerprint import spec
+
+    gated, plain = spec.spec_dict(layers=4), spec.spec_dict(layers=4, mlp="plain")
+    assert C.thresholds(gated, "invariants") == C.THRESHOLDS["gated"]["invariants"]
+    assert C.thresholds(plain, "v") == C.THRESHOLDS["plain"]["v"]
+    assert C.verdicts(np.array([60.0]), C.thresholds(gated, "invariants")) == ["same-lineage"]
+    assert C.verdicts(np.array([60.0]), C.thresholds(plain, "invariants")) == ["inconclusive"]

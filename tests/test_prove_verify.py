@@ -269,9 +269,9 @@ def test_one_weight_changed_even_with_fixed_hashes(copy, release, tmp_path):
 
     rel = tmp_path / "release"
     shutil.copytree(release, rel)
-    name = "layer-00003.safetensors"
+    name = "layer-00001.safetensors"
     tensors = load_file(rel / name)
-    key = "model.layers.3.self_attn.q_proj.weight"
+    key = "model.layers.1.self_attn.q_proj.weight"
     tensors[key] = tensors[key].copy()
     tensors[key][0, 0] += np.float32(0.25)
     save_file(tensors, rel / name)
