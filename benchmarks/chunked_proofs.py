@@ -37,9 +37,12 @@ CHUNK_LOGROWS = 18
 
 
 def kind_of(chunk_name: str) -> str:
-    """"l0.attn.g0.d0" → "attn", "l1.expanded.3" → "expanded", "sum0.2" → "sum", "encoder", "terms"."""
+    """"l0.attn.g0.d0" → "attn", "l1.expanded.3" → "expanded", "sum0.2" → "sum", "encoder" and
+    "encoder.l0-4" → "encoder", "terms"."""
     head, _, rest = chunk_name.partition(".")
-    return "sum" if head.startswith("sum") else (rest.split(".")[0] if rest else head)
+    if head.startswith("sum") or head == "encoder":
+        return "sum" if head.startswith("sum") else "encoder"
+    return rest.split(".")[0] if rest else head
 
 
 def weights_read(chunk) -> int:
