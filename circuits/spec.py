@@ -13,6 +13,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+from fingerprint import spec as fspec  # the fingerprint spec's constants (stdlib only, like this module)
+
 CIRCUIT_VERSION = "zkfp-circuit/4"  # /2: terms private, v public; /3: chunks, 1/σ = u²; /4: every layer, v per layer
 EZKL_VERSION = "23.0.5"
 # Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
@@ -83,7 +85,7 @@ class CircuitShape:
     activation: str = "silu"
     mlp: str = "gated"      # "plain" (GPT-2, GPT-NeoX): no gate; M_f = X·W_upᵀ·W_downᵀ·Xᵀ
     orders: tuple[int, ...] = DEFAULT_ORDERS
-    encoder: str = "gaussian-projection/1"
+    encoder: str = fspec.ENCODER
     input_scale: int = INPUT_SCALE
     param_scale: int = PARAM_SCALE
     num_inner_cols: int = NUM_INNER_COLS
@@ -110,8 +112,6 @@ class CircuitShape:
                   layers: tuple[LayerShape, ...], activation: str, mlp: str = "gated") -> "CircuitShape":
         """The spec's circuit for a model of these dimensions: everything else (k, L, m, orders,
         encoder, scales) is pinned by the fingerprint spec and this module, never by a bundle."""
-        from fingerprint import spec as fspec
-
         if not layers:
             raise ValueError("the spec reads every layer of the model, and this shape has none")
         layers = tuple(LayerShape(l.expanded, l.exact) for l in layers)
