@@ -65,29 +65,35 @@ def layer_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray
     return 100.0 * ((a @ b.T) / na / nb).astype(np.float64)
 
 
-def aligned_scores(S: np.ndarray) -> np.ndarray:
-    """Score of the best monotone one-to-one alignment for each (La, Lb) matrix of a (N, La, Lb)
-    stack: max Σ S[i, j] over matched pairs (i < i' ⇒ j < j'), divided by √(La·Lb). One dynamic
-    programme for the whole stack, so a registry of thousands ranks in one pass."""
-    S = np.asarray(S, dtype=np.float64)
+def _programme(S: np.ndarray):
+    """The rows D_0 … D_La of the alignment programme on a (N, La, Lb) stack: D_i[:, j] is the
+    best sum of similarities over monotone one-to-one matchings of published layers < i with
+    suspect layers < j (a gap costs nothing, so a negative pair is never matched)."""
     n, la, lb = S.shape
     prev = np.zeros((n, lb + 1))
+    yield prev
     for i in range(la):
         row = np.zeros((n, lb + 1))
         for j in range(lb):
             row[:, j + 1] = np.maximum(np.maximum(prev[:, j + 1], row[:, j]), prev[:, j] + S[:, i, j])
+        yield row
         prev = row
-    return prev[:, lb] / math.sqrt(la * lb)
+
+
+def aligned_scores(S: np.ndarray) -> np.ndarray:
+    """Score of the best alignment for each (La, Lb) matrix of a (N, La, Lb) stack: max Σ S[i, j]
+    over matched pairs (i < i' ⇒ j < j'), divided by √(La·Lb). One programme for the whole stack,
+    so a registry of thousands ranks in one pass."""
+    S = np.asarray(S, dtype=np.float64)
+    *_, last = _programme(S)
+    return last[:, -1] / math.sqrt(S.shape[1] * S.shape[2])
 
 
 def alignment(S: np.ndarray) -> list[tuple[int, int]]:
     """The (published layer, suspect layer) pairs of the best alignment of one (La, Lb) matrix."""
-    la, lb = S.shape
-    D = np.zeros((la + 1, lb + 1))
-    for i in range(la):
-        for j in range(lb):
-            D[i + 1, j + 1] = max(D[i, j + 1], D[i + 1, j], D[i, j] + S[i, j])
-    pairs, i, j = [], la, lb
+    S = np.asarray(S, dtype=np.float64)
+    D = np.stack([row[0] for row in _programme(S[None])])
+    pairs, i, j = [], *S.shape
     while i and j:
         if D[i, j] == D[i - 1, j]:
             i -= 1

@@ -10,9 +10,9 @@ comparable with the reason.
 Within a group (one spec, token list and depth) the per-layer similarities are one matrix
 product and the layer alignments one dynamic programme over the whole group
 (`fingerprint.compare.aligned_scores`), on the invariants where both sides carry them, on v
-otherwise, each with its calibrated verdict. Entries are ranked by `compare.null_z` — standard deviations above the zoo's unrelated
-pairs — which puts invariant and v scores on one scale; within one basis that is the order of
-the similarity.
+otherwise, each with its calibrated verdict. Entries are ranked by `compare.null_z` — standard
+deviations above the zoo's unrelated pairs — which puts invariant and v scores, and both MLP
+kinds, on one scale; within one basis and kind that is the order of the similarity.
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def identify(suspect: str | os.PathLike, registry: Registry) -> Identification:
         if fp is None:
             out.matches += [_not_comparable(e, group, g, reason) for g, e in enumerate(group.entries)]
             continue
-        if not any(fp is seen for seen in out.suspect_fps):
+        key = next((i for i, seen in enumerate(out.suspect_fps) if seen is fp), len(out.suspect_fps))
+        if key == len(out.suspect_fps):  # groups of other depths share the fingerprint of their token list
             out.suspect_fps.append(fp)
-        key = next(i for i, seen in enumerate(out.suspect_fps) if seen is fp)
         out.matches += _rank_group(group, fp, key)
     out.matches.sort(key=lambda m: (m.similarity is None, -m.z, m.name))
     return out
