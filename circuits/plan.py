@@ -106,7 +106,10 @@ class Chunk:
     def inputs(self, shape: CircuitShape) -> list[str]:
         """The names of the tensors it reads, in circuit order: equal names are one tensor."""
         if self.part.kind != "terms":
-            return list(self.sources) + (["root_inv_sigma"] if self.part.kind == "encoder" else [])
+            if self.part.kind != "encoder":
+                return list(self.sources)
+            # each encoder's u_t are its own tensor: split encoders read different terms' roots
+            return list(self.sources) + ["root_inv_sigma" + ("" if self.part.layers is None else f"@{self.name}")]
         out = []
         for name, _ in self.part.shape.input_specs():
             if name == "tokens":

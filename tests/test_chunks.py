@@ -120,6 +120,7 @@ def test_an_encoder_too_large_for_a_chunk_is_split_by_layers_and_encodes_the_sam
     assert [c.part.output_terms for c in split.encoders] == [(0, 1, 2), (3, 4, 5)]
     for e in split.encoders:
         assert set(e.sources) == {c.name for c in split.terms_chunks if set(c.terms) & set(e.part.output_terms)}
+        assert e.inputs(shape)[-1] == f"root_inv_sigma@{e.name}"  # its own roots: not linked to the other's
 
     partials = _partials(split, tensors)
     total = _chunk_terms(split, tensors)
