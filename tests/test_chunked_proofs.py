@@ -128,7 +128,7 @@ def test_commit_with_the_bundles_budget_gives_its_digest(chunked, release):
 def test_chunks_of_one_circuit_share_one_key_file(chunked):
     m = json.loads((chunked[0] / "manifest.json").read_text())
     keys = {p["vk"] for p in m["proofs"]}
-    assert len(keys) == 4 and len(list(chunked[0].glob("*.vk.key"))) == 4
+    assert len(keys) == 5 and len(list(chunked[0].glob("*.vk.key"))) == 5  # attn, expanded, exact, 2 encoders
 
 
 def test_chunks_reordered(copy):
