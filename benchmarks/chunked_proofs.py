@@ -40,9 +40,9 @@ def kind_of(chunk_name: str) -> str:
     """"l0.attn.g0.d0" → "attn", "l1.expanded.3" → "expanded", "sum0.2" → "sum", "encoder" and
     "encoder.l0-4" → "encoder", "terms"."""
     head, _, rest = chunk_name.partition(".")
-    if head.startswith("sum") or head == "encoder":
-        return "sum" if head.startswith("sum") else "encoder"
-    return rest.split(".")[0] if rest else head
+    if head.startswith("sum"):
+        return "sum"
+    return head if head == "encoder" or not rest else rest.split(".")[0]
 
 
 def weights_read(chunk) -> int:

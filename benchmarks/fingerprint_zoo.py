@@ -117,7 +117,8 @@ def evaluate(models: list[dict], feats: dict) -> dict:
 
 
 def calibrate(summary: dict) -> dict:
-    """Thresholds by a fixed rule from each family's pairs (the shipped THRESHOLDS are its output):
+    """Thresholds by a fixed rule from each family's pairs (fingerprint.compare.THRESHOLDS start
+    from its output; the gated `related` is raised there, see the comment):
     `related` = the first multiple of 5 at or above both the highest unrelated pair and the null
     mean + 4 sd; `unrelated` = the last multiple of 5 at or below both the lowest related pair and
     the null mean + 3 sd. Where the families' pairs overlap, the band between is inconclusive."""

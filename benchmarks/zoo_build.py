@@ -256,14 +256,7 @@ def _zterms(path: Path, ids: list[int], whiten: bool = False) -> torch.Tensor:
     if whiten:  # wrap this source's row reader (leaves extract.py alone); centring first for LayerNorm
         rows, ln = src.embedding_rows, src.arch.family.norm == "layer"
         src.embedding_rows = lambda t: _whiten_rows(inv.canonical_tokens(rows(t), ln))
-    # The spec is moving to every layer: new signature terms_from_source(src, ids, layers=None)
-    # → tensor; the old one took a count of last layers and returned (terms, picked).
-    try:
-        terms = E.terms_from_source(src, ids, layers=list(range(L)))
-    except TypeError:
-        terms = E.terms_from_source(src, ids, layers=L)
-    if isinstance(terms, tuple):
-        terms = terms[0]
+    terms = E.terms_from_source(src, ids)  # (L, 3, k, k), every block
     return torch.stack([torch.stack([inv.zscore(terms[i, t]).reshape(-1) for t in range(3)]) for i in range(L)])
 
 
@@ -276,12 +269,6 @@ def _gram(path: Path, ids: list[int]) -> torch.Tensor:
     X = inv.canonical_tokens(src.embedding_rows(ids), src.arch.family.norm == "layer").double()
     G = X @ X.T
     return inv.zscore(G[~torch.eye(len(ids), dtype=torch.bool)])
-
-
-def _cos_matrix(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    A = A.double() / A.double().norm(dim=-1, keepdim=True)
-    B = B.double() / B.double().norm(dim=-1, keepdim=True)
-    return 100 * A @ B.T
 
 
 def _aligned(kind: str, la: int, lb: int) -> list[tuple[int, int]]:
@@ -297,9 +284,12 @@ def _aligned(kind: str, la: int, lb: int) -> list[tuple[int, int]]:
 
 
 def pair_stats(za: torch.Tensor, zb: torch.Tensor, kind: str) -> dict:
-    mats = {"all": _cos_matrix(za.reshape(len(za), -1), zb.reshape(len(zb), -1))}
+    from fingerprint.compare import layer_similarities
+
+    za, zb = za.double().numpy(), zb.double().numpy()
+    mats = {"all": layer_similarities(za.reshape(len(za), -1), zb.reshape(len(zb), -1))}
     for t, name in enumerate(TERM_NAMES):
-        mats[name] = _cos_matrix(za[:, t], zb[:, t])
+        mats[name] = layer_similarities(za[:, t], zb[:, t])
     al = _aligned(kind, len(za), len(zb))
     out = {"layers": [len(za), len(zb)], "aligned_pairs": al}
     for name, M in mats.items():
@@ -307,7 +297,7 @@ def pair_stats(za: torch.Tensor, zb: torch.Tensor, kind: str) -> dict:
                      "aligned": [round(float(M[i, j]), 1) for i, j in al],
                      "aligned_mean": round(float(np.mean([float(M[i, j]) for i, j in al])), 1),
                      "max": round(float(M.max()), 1),
-                     "best_per_parent_layer": [round(float(x), 1) for x in M.max(dim=1).values]}
+                     "best_per_parent_layer": [round(float(x), 1) for x in M.max(axis=1)]}
     return out
 
 

@@ -204,15 +204,15 @@ def expansion_points(rel: Release, layer: int, coeffs: np.ndarray | None = None)
     released), anchor + b recovered from the stored orders as the point whose coefficient vector
     best explains them (taylor.effective.solve_anchors, as fingerprint.extract reads a release).
     A public function of the release: prover and verifier derive the same points."""
-    anchor = rel.mlp(layer, "anchor").astype(np.float64)
-    if not rel.layout.get("in_bias") or anchor.size == 0:
-        return anchor
-    from taylor.effective import solve_anchors
+    from taylor.effective import expansion_points as points  # the rule conversion and the runtime use
 
-    theta = rel.mlp(layer, "coeffs") if coeffs is None else coeffs
-    if not np.isfinite(theta).all():
-        raise ReleaseError(f"taylor.layers.{layer}.coeffs holds non-finite values")
-    return solve_anchors(rel.activation, theta)
+    anchor, folded = rel.mlp(layer, "anchor"), bool(rel.layout.get("in_bias"))
+    theta = None
+    if folded and anchor.size:  # only then are the orders read
+        theta = rel.mlp(layer, "coeffs") if coeffs is None else coeffs
+        if not np.isfinite(theta).all():
+            raise ReleaseError(f"taylor.layers.{layer}.coeffs holds non-finite values")
+    return points(rel.activation, anchor, theta, folded)
 
 
 def shape_of(rel: Release, k: int, m: int, **overrides) -> CircuitShape:

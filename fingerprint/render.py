@@ -62,9 +62,9 @@ def portrait(v: Sequence[float]) -> list[float]:
         raise ValueError(f"render needs finite numbers in whole layers of {M_MIN}, got {x.size}")
     if x.size == M_MIN:
         return x.tolist()
-    x = x.reshape(-1, M_MIN).sum(axis=0)
-    x = x - x.mean()
-    return (x / max(float(np.sqrt((x * x).mean())), 1e-30)).tolist()
+    from circuits.finish import zscore  # numpy only
+
+    return zscore(x.reshape(-1, M_MIN).sum(axis=0)).tolist()
 
 
 def render(v: Sequence[float], size: int = SIZE) -> Image.Image:

@@ -168,6 +168,13 @@ def _prove_chunks(plan, tensors: dict, info, work: Path, run) -> tuple[dict[str,
     levels = _levels(plan)
     for i, level in enumerate(levels):
         todo = [c for c in level if c.name not in done]
+        roots = None
+        if any(c.part.kind == "encoder" for c in todo):  # every encoder's u_t come from the summed terms
+            terms = _summed_terms(plan, results)
+            problem = term_scale_problem(terms, plan.shape)
+            if problem:
+                raise ZkfpError(problem)
+            roots = np.sqrt(inverse_sigmas(terms, plan.shape))
         for c in todo:
             path = work / "inputs" / f"{c.name}.json"
             if c.part.kind == "terms":
@@ -175,11 +182,6 @@ def _prove_chunks(plan, tensors: dict, info, work: Path, run) -> tuple[dict[str,
                 continue
             data = [results[s]["values"] for s in c.sources]
             if c.part.kind == "encoder":
-                terms = _summed_terms(plan, results)
-                problem = term_scale_problem(terms, plan.shape)
-                if problem:
-                    raise ZkfpError(problem)
-                roots = np.sqrt(inverse_sigmas(terms, plan.shape))
                 data.append(roots[list(c.part.output_terms)].tolist())
             path.write_text(json.dumps({"input_data": data}))
         what = ("proving chunks" if i == 0 else "proving sums" if i < len(levels) - 1

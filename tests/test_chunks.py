@@ -43,8 +43,9 @@ def _partials(plan, tensors) -> dict:
 def _chunk_terms(plan, tensors):
     """Every term summed over the terms chunks' partials."""
     total = np.zeros((plan.shape.n_terms(), plan.shape.k ** 2))
-    for name, partial in _partials(plan, tensors).items():
-        total[list(next(c.terms for c in plan.terms_chunks if c.name == name))] += partial
+    partials = _partials(plan, tensors)
+    for c in plan.terms_chunks:
+        total[list(c.terms)] += partials[c.name]
     return total
 
 
