@@ -35,9 +35,11 @@ from zkfp.errors import FingerprintError
 # the embedded model, far outside this zoo's null; calibration on other populations is still owed.
 THRESHOLDS = {
     "gated": {"invariants": {"related": 50.0, "unrelated": 15.0, "null_mean": 10.1, "null_sd": 2.5},
-              "v": {"related": 50.0, "unrelated": 25.0, "null_mean": 9.6, "null_sd": 5.4}},
+              "v": {"related": 50.0, "unrelated": 25.0, "null_mean": 9.6, "null_sd": 5.4},
+              "weights": {"related": 50.0, "unrelated": 25.0, "null_mean": 5.0, "null_sd": 5.0}},
     "plain": {"invariants": {"related": 80.0, "unrelated": 55.0, "null_mean": 51.0, "null_sd": 6.4},
-              "v": {"related": 70.0, "unrelated": 55.0, "null_mean": 46.0, "null_sd": 5.9}},
+              "v": {"related": 70.0, "unrelated": 55.0, "null_mean": 46.0, "null_sd": 5.9},
+              "weights": {"related": 50.0, "unrelated": 25.0, "null_mean": 5.0, "null_sd": 5.0}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 

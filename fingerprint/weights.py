@@ -1,0 +1,118 @@
+"""Compare two models by their weights, once the suspect's residual basis is aligned to the published one's.
+
+For when both sides' weights are at hand: the published Taylor release (or checkpoint) and a
+suspect model. The invariant terms read each model through 16 token rows, i.e. through what
+the model computes on them, and models trained on the same text compute much the same thing:
+on the zoo's GPT-2 seed twins that function-level likeness scores as high as 5× continued
+pretraining of one model (README, "Fingerprint quality"). The weights themselves keep far more
+of their lineage (a 5×-trained GPT-2 keeps cosine 0.7-0.9 with its base, seed twins ≈ 0), but
+a disguise rotates the residual basis, so the bases are aligned first:
+
+1. Procrustes on the embeddings. The rows of ids [TOKEN_LO, TOKEN_LO + MAX_ROWS) of both
+   vocabularies, canonical as for the invariants (centred for LayerNorm families), give the
+   orthogonal Q minimising ‖E_suspect·Q − E_published‖ (SVD of E_suspectᵀ·E_published).
+2. Per layer, three d×d forms that every other function-preserving disguise leaves unchanged:
+   A = Σ_h W_q,hᵀ W_k,h (per-head Q/K mixing cancels), B = Σ_h W_v,hᵀ W_o,hᵀ (V/O mixing
+   cancels) and F = W_upᵀ W_downᵀ (neuron permutation and per-neuron scaling cancel), from the
+   canonical weights (gains folded, LayerNorm centring) as in `fingerprint.invariants`. The
+   suspect's are moved into the published basis, Qᵀ·M·Q.
+3. Each form is sketched to d×r by one seeded Gaussian matrix (exact for d ≤ r; for larger
+   models it keeps the memory at r/d of the forms'), z-scored, and a layer's three are
+   concatenated. Layers are aligned and scored as `fingerprint.compare` does for fingerprints.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from fingerprint import compare as C
+from fingerprint import extract as E
+from fingerprint import invariants as inv
+from fingerprint import spec
+from zkfp.errors import FingerprintError
+
+MAX_ROWS = 16384     # embedding rows used for the Procrustes alignment
+SKETCH = 256         # r: columns kept of each d×d form
+SKETCH_SEED = 20251130
+
+
+def _rows(src, n: int) -> torch.Tensor:
+    ids = list(range(spec.TOKEN_LO, spec.TOKEN_LO + n))
+    return inv.canonical_tokens(src.embedding_rows(ids), src.arch.family.norm == "layer").double()
+
+
+def procrustes(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
+    """The orthogonal Q minimising ‖suspect_rows·Q − published_rows‖ (Schönemann's solution)."""
+    U, _, Vh = torch.linalg.svd(suspect_rows.T @ published_rows)
+    return U @ Vh
+
+
+def sketch(d: int, r: int = SKETCH) -> torch.Tensor:
+    """(d, r) seeded Gaussian sketch, or the identity when d ≤ r (then nothing is approximated)."""
+    if d <= r:
+        return torch.eye(d, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(SKETCH_SEED)
+    return torch.randn(d, r, generator=gen, dtype=torch.float64) / r ** 0.5
+
+
+def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
+    """A·R, B·R and F·R of layer i (d×r each), from the canonical weights, never forming a d×d matrix."""
+    d = src.arch.dims
+    layer_norm = src.arch.family.norm == "layer"
+    ga, gm = src.attn_gain(i).double(), src.mlp_gain(i).double()
+
+    def w(role: str) -> torch.Tensor:
+        return src.weight(role, i).double()
+
+    def inp(W: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # canonical input side, (out, d)
+        return inv.fold_gain(W, g, layer_norm)
+
+    def heads(W: torch.Tensor) -> torch.Tensor:  # (kv·hd, d) → (heads·hd, d): the KV head each query head reads
+        return inv.expand_kv(W.T, d.heads, d.kv_heads).T
+
+    q, k, v = inp(w("q"), ga), heads(inp(w("k"), ga)), heads(inp(w("v"), ga))
+    o, down = inv.canonical_output(w("o"), layer_norm), inv.canonical_output(w("down"), layer_norm)
+    up = inp(w("up"), gm)
+    src.release()
+    return [q.T @ (k @ R), v.T @ (o.T @ R), up.T @ (down.T @ R)]
+
+
+def layer_vectors(src, Q: torch.Tensor | None, R: torch.Tensor) -> np.ndarray:
+    """(L, 3·d·r): each layer's three forms in the published basis (Qᵀ·M·Q for the suspect), sketched, z-scored."""
+    rows = []
+    for i in range(src.arch.dims.layers):
+        forms = layer_forms(src, i, R if Q is None else Q @ R)
+        forms = forms if Q is None else [Q.T @ f for f in forms]
+        rows.append(torch.cat([inv.zscore(f).reshape(-1) for f in forms]).float().numpy())
+    return np.stack(rows)
+
+
+def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) -> dict:
+    """`fingerprint.compare.compare`'s result on the "weights" basis for two model or release folders."""
+    a, b = E.open_source(published), E.open_source(suspect)
+    da, db = a.arch.dims.hidden, b.arch.dims.hidden
+    if da != db:
+        raise FingerprintError(f"the models' hidden sizes differ ({da} vs {db}): their weights cannot be "
+                               "aligned; compare fingerprints instead (zkfp fingerprint, then zkfp compare FP.json ...)")
+    n = min(a.vocab(), b.vocab(), spec.TOKEN_LO + MAX_ROWS) - spec.TOKEN_LO
+    if n < da:
+        raise FingerprintError(f"only {max(n, 0)} shared token rows above id {spec.TOKEN_LO} for a hidden size of "
+                               f"{da}: too few to align the models' bases")
+    rows_a, rows_b = _rows(a, n), _rows(b, n)
+    Q = procrustes(rows_b, rows_a)
+    residual = float((rows_b @ Q - rows_a).norm() / rows_a.norm())
+    a.release(), b.release()
+    R = sketch(da)
+    S = C.layer_similarities(layer_vectors(a, None, R), layer_vectors(b, Q, R))
+    sim = float(C.aligned_scores(S[None])[0])
+    mlp = "gated" if a.has_gate() else "plain"
+    t = C.THRESHOLDS[mlp]["weights"]
+    return {"similarity": round(sim, 4), "verdict": C.verdicts(sim, t)[0], "basis": "weights",
+            "layers": {"published": len(S), "suspect": S.shape[1],
+                       "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in C.alignment(S)]},
+            "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
+            "false_positive_rate": C.implied_fpr(t["related"], t["null_mean"], t["null_sd"]),
+            "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched
