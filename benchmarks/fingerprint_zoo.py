@@ -12,7 +12,9 @@ unrelated to twin 0's lineage.
 
 Every model is fingerprinted on the spec's token ids for a 4,096-token vocabulary. A pair is
 scored as `zkfp compare` scores it, with the model earlier in the zoo's order as the published
-one (roots first): layers aligned (fingerprint.compare), on the invariants and on v. HuRef's
+one (roots first): layers aligned (fingerprint.compare), on the invariants, on v, and on the
+weights themselves once the bases are aligned (fingerprint.weights, for when both models are at
+hand). HuRef's
 formula (its code's terms, last two layers, plain cosine) is scored on the same pairs. Reported
 per method: AUC, TPR at 1 % FPR, the related minimum and unrelated maximum, the Gaussian null
 of the unrelated pairs with the false-positive rate it implies at the shipped `related`
@@ -40,7 +42,8 @@ from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
 
 VOCAB = 4096
-METHODS = ("invariants", "v", "huref")
+METHODS = ("invariants", "v", "weights", "huref")
+BASES = ("invariants", "v", "weights")  # zkfp's, each with calibrated verdicts
 SHOWN = ("drop-last", "drop-middle", "insert-copy-heal", "width-prune", "vocab-ext", "heavy-cpt", "merge")  # in the images
 
 
@@ -71,15 +74,19 @@ def fingerprint_all(models: list[dict]) -> dict[str, dict]:
     for m in models:
         t = time.time()
         fp = E.extract(m["path"], token_ids=ids)
-        out[m["name"]] = {"fp": fp, "huref": E.huref_vector(m["path"], ids).numpy()}
+        out[m["name"]] = {"fp": fp, "huref": E.huref_vector(m["path"], ids).numpy(), "path": m["path"]}
         m["seconds_fp"] = round(time.time() - t, 2)
     return out
 
 
 def score(a, b, method: str) -> float:
-    """`a` published, `b` suspect: zkfp's aligned score, or HuRef's plain cosine."""
+    """`a` published, `b` suspect: zkfp's aligned score (fingerprints, or weights), or HuRef's plain cosine."""
     if method == "huref":
         return float(C.similarities(a["huref"], b["huref"])[0])
+    if method == "weights":
+        from fingerprint.weights import compare_weights
+
+        return compare_weights(a["path"], b["path"])["similarity"]
     pa, pb = (a["fp"].layer_invariants(), b["fp"].layer_invariants()) if method == "invariants" else \
         (a["fp"].layer_v(), b["fp"].layer_v())
     return float(C.aligned_scores(C.layer_similarities(pa, pb)[None])[0])
@@ -94,7 +101,7 @@ def evaluate(models: list[dict], feats: dict) -> dict:
             continue
         for meth in METHODS:
             row[meth] = round(score(feats[a["name"]], feats[b["name"]], meth), 2)
-        for basis in ("invariants", "v"):
+        for basis in BASES:
             row[f"verdict_{basis}"] = C.verdicts(row[basis], C.thresholds(feats[a["name"]]["fp"].spec, basis))[0]
         pairs.append(row)
     summary = {}
@@ -124,7 +131,7 @@ def calibrate(summary: dict) -> dict:
     the null mean + 3 sd. Where the families' pairs overlap, the band between is inconclusive."""
     out = {}
     for fam, kind in (("llama", "gated"), ("gpt2", "plain")):
-        for basis in ("invariants", "v"):
+        for basis in BASES:
             r = summary.get(f"{fam}/{basis}")
             if r is None:
                 continue
@@ -152,19 +159,19 @@ def _print(res: dict) -> None:
             f"| {fpr} | {vr} | {vu} |")
     for fam in ("llama", "gpt2"):
         log(f"\n{fam}: against root s0 (published), per method; * marks a wrong verdict on the invariants")
-        log("| suspect | related | invariants | v | huref |")
-        log("|---|---|---|---|---|")
+        log("| suspect | related | invariants | v | weights | huref |")
+        log("|---|---|---|---|---|---|")
         for p in res["pairs"]:
             if p["family"] == fam and p["published"] == f"{fam}-s0":
                 wrong = p["verdict_invariants"] != ("same-lineage" if p["related"] else "unrelated")
-                log(f"| {p['suspect']} | {p['related']} | {p['invariants']:.1f}{'*' if wrong else ''} | {p['v']:.1f} | {p['huref']:.1f} |")
+                log(f"| {p['suspect']} | {p['related']} | {p['invariants']:.1f}{'*' if wrong else ''} | {p['v']:.1f} | {p['weights']:.1f} | {p['huref']:.1f} |")
     right = {True: "same-lineage", False: "unrelated"}
-    wrong = [p for p in res["pairs"] if any(p[f"verdict_{b}"] != right[p["related"]] for b in ("invariants", "v"))]
+    wrong = [p for p in res["pairs"] if any(p[f"verdict_{b}"] != right[p["related"]] for b in BASES)]
     log(f"\nthresholds by the calibration rule (fingerprint_zoo.calibrate): {json.dumps(res['calibrated'])}")
-    log(f"pairs with a wrong or inconclusive verdict at the shipped thresholds (either basis): {len(wrong)}")
+    log(f"pairs with a wrong or inconclusive verdict at the shipped thresholds (any basis): {len(wrong)}")
     for p in wrong[:40]:
         log(f"  {p['published']} vs {p['suspect']} related={p['related']}: inv {p['invariants']} ({p['verdict_invariants']}), "
-            f"v {p['v']} ({p['verdict_v']})")
+            f"v {p['v']} ({p['verdict_v']}), weights {p['weights']} ({p['verdict_weights']})")
 
 
 def _save_images(out: Path, models: list[dict], feats: dict) -> None:

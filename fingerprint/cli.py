@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = sub.add_parser("compare", help="compare a suspect with a published fingerprint (similarity on the "
                                        "100×cosine scale + verdict)")
-    c.add_argument("published", help="FP.json, or a proof bundle folder (its proven v; run zkfp verify on it first)")
+    c.add_argument("published", help="FP.json, or a proof bundle folder (its proven v; run zkfp verify on it first), "
+                   "or the published release or model folder (then SUSPECT must be a model or release too, and "
+                   "their weights are compared, bases aligned)")
     c.add_argument("suspect", help="model folder or Taylor release (fingerprinted on PUBLISHED's token ids), "
                    "FP.json or proof bundle folder")
     c.add_argument("--json", action="store_true", help="print a JSON object")
@@ -77,14 +79,20 @@ def _compare(args: argparse.Namespace) -> int:
     from fingerprint.compare import compare
     from fingerprint.identify import is_model_folder, suspect_fingerprint
 
-    published = fpjson.load(args.published)
-    result = compare(published, suspect_fingerprint(args.suspect, published.token_ids))
-    result["suspect_fingerprinted"] = is_model_folder(args.suspect)
+    if is_model_folder(args.published):
+        result = _compare_weights(args.published, args.suspect)
+    else:
+        published = fpjson.load(args.published)
+        result = compare(published, suspect_fingerprint(args.suspect, published.token_ids))
+        result["suspect_fingerprinted"] = is_model_folder(args.suspect)
     if args.json:
         print(json.dumps(result))
     else:
-        if result["suspect_fingerprinted"]:
-            print(f"fingerprinted {args.suspect} on the published fingerprint's {len(published.token_ids)} token ids")
+        if result["basis"] == "weights":
+            print(f"aligned the bases of {args.suspect} to {args.published} on their embeddings "
+                  f"(residual {result['alignment_residual']:.2f})")
+        elif result["suspect_fingerprinted"]:
+            print(f"fingerprinted {args.suspect} on the published fingerprint's {result['k']} token ids")
         lay = result["layers"]
         print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}, layers aligned): "
               f"{result['verdict']}")
@@ -93,6 +101,18 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
     return 0
+
+
+def _compare_weights(published: str, suspect: str) -> dict:
+    from fingerprint.identify import is_model_folder
+    from fingerprint.weights import compare_weights
+    from zkfp.errors import FingerprintError
+
+    if not is_model_folder(suspect):
+        raise FingerprintError(f"{published} is a model or release folder, so its weights are compared: the suspect "
+                               f"{suspect} must be a model or release folder too (to compare with an FP.json or "
+                               "bundle, give the published FP.json or bundle first)")
+    return compare_weights(published, suspect)
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -33,13 +33,19 @@ from zkfp.errors import FingerprintError
 # false-positive rate). The gated `related` thresholds are raised by hand from the rule's 25 / 35
 # to 50: the demo's 2-layer seed twin on the 512-token toy vocabulary scores 41.6 / 31.3 against
 # the embedded model, far outside this zoo's null; calibration on other populations is still owed.
+# "weights" is fingerprint.weights (both models at hand, bases aligned). The rule gives gated 10 / 5
+# (null 4.5 ± 0.9) and plain 45 / 35; `related` is raised to 50 for both kinds and the gated
+# `unrelated` to 15, as for the fingerprints (one toy population should not set a tight band), and
+# the plain `unrelated` to 45, the first multiple of 5 above the zoo's highest unrelated GPT-2 pair
+# (41.0, two twins each given 5× continued pretraining on the same text), 14 below its lowest
+# related pair (59.5).
 THRESHOLDS = {
     "gated": {"invariants": {"related": 50.0, "unrelated": 15.0, "null_mean": 10.1, "null_sd": 2.5},
               "v": {"related": 50.0, "unrelated": 25.0, "null_mean": 9.6, "null_sd": 5.4},
-              "weights": {"related": 50.0, "unrelated": 25.0, "null_mean": 5.0, "null_sd": 5.0}},
+              "weights": {"related": 50.0, "unrelated": 15.0, "null_mean": 4.5, "null_sd": 0.9}},
     "plain": {"invariants": {"related": 80.0, "unrelated": 55.0, "null_mean": 51.0, "null_sd": 6.4},
               "v": {"related": 70.0, "unrelated": 55.0, "null_mean": 46.0, "null_sd": 5.9},
-              "weights": {"related": 50.0, "unrelated": 25.0, "null_mean": 5.0, "null_sd": 5.0}},
+              "weights": {"related": 50.0, "unrelated": 45.0, "null_mean": 28.7, "null_sd": 3.5}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 

@@ -8,8 +8,8 @@ pretraining of one model (README, "Fingerprint quality"). The weights themselves
 of their lineage (a 5×-trained GPT-2 keeps cosine 0.7-0.9 with its base, seed twins ≈ 0), but
 a disguise rotates the residual basis, so the bases are aligned first:
 
-1. Procrustes on the embeddings. The rows of ids [TOKEN_LO, TOKEN_LO + MAX_ROWS) of both
-   vocabularies, canonical as for the invariants (centred for LayerNorm families), give the
+1. Procrustes on the embeddings. The rows of the ids both vocabularies have (`shared_rows`),
+   canonical as for the invariants (centred for LayerNorm families), give the
    orthogonal Q minimising ‖E_suspect·Q − E_published‖ (SVD of E_suspectᵀ·E_published).
 2. Per layer, three d×d forms that every other function-preserving disguise leaves unchanged:
    A = Σ_h W_q,hᵀ W_k,h (per-head Q/K mixing cancels), B = Σ_h W_v,hᵀ W_o,hᵀ (V/O mixing
@@ -39,9 +39,15 @@ SKETCH = 256         # r: columns kept of each d×d form
 SKETCH_SEED = 20251130
 
 
-def _rows(src, n: int) -> torch.Tensor:
-    ids = list(range(spec.TOKEN_LO, spec.TOKEN_LO + n))
-    return inv.canonical_tokens(src.embedding_rows(ids), src.arch.family.norm == "layer").double()
+def shared_rows(vocab: int, hidden: int) -> range:
+    """The token ids whose rows align the bases: above the byte/special ids (TOKEN_LO, as the
+    fingerprint's token choice) when the shared vocabulary leaves at least 2·hidden rows there."""
+    lo = spec.TOKEN_LO if vocab >= spec.TOKEN_LO + 2 * hidden else 0
+    return range(lo, min(vocab, lo + MAX_ROWS))
+
+
+def _rows(src, ids: range) -> torch.Tensor:
+    return inv.canonical_tokens(src.embedding_rows(list(ids)), src.arch.family.norm == "layer").double()
 
 
 def procrustes(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
@@ -50,8 +56,9 @@ def procrustes(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torc
     return U @ Vh
 
 
-def sketch(d: int, r: int = SKETCH) -> torch.Tensor:
-    """(d, r) seeded Gaussian sketch, or the identity when d ≤ r (then nothing is approximated)."""
+def sketch(d: int, r: int | None = None) -> torch.Tensor:
+    """(d, r) seeded Gaussian sketch (r = SKETCH by default), or the identity when d ≤ r (exact)."""
+    r = SKETCH if r is None else r
     if d <= r:
         return torch.eye(d, dtype=torch.float64)
     gen = torch.Generator().manual_seed(SKETCH_SEED)
@@ -97,11 +104,11 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
     if da != db:
         raise FingerprintError(f"the models' hidden sizes differ ({da} vs {db}): their weights cannot be "
                                "aligned; compare fingerprints instead (zkfp fingerprint, then zkfp compare FP.json ...)")
-    n = min(a.vocab(), b.vocab(), spec.TOKEN_LO + MAX_ROWS) - spec.TOKEN_LO
-    if n < da:
-        raise FingerprintError(f"only {max(n, 0)} shared token rows above id {spec.TOKEN_LO} for a hidden size of "
-                               f"{da}: too few to align the models' bases")
-    rows_a, rows_b = _rows(a, n), _rows(b, n)
+    ids = shared_rows(min(a.vocab(), b.vocab()), da)
+    if len(ids) < da:
+        raise FingerprintError(f"the models share only {len(ids)} token rows for a hidden size of {da}: too few "
+                               "to align their bases")
+    rows_a, rows_b = _rows(a, ids), _rows(b, ids)
     Q = procrustes(rows_b, rows_a)
     residual = float((rows_b @ Q - rows_a).norm() / rows_a.norm())
     a.release(), b.release()

@@ -45,6 +45,24 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def disguised():
+    """disguised(model_dir, transforms, out_root): a function-preserving disguise of a checkpoint, saved."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fingerprint import disguise
+    from zkfp.zoo.tiny import save
+
+    def make(src, transforms, out_root, seed=5):
+        model = AutoModelForCausalLM.from_pretrained(src).float().eval()
+        d = disguise.apply(model, transforms, seed=seed)
+        disguise.logits_close(model, d, atol=1e-4)  # the disguise is function-preserving
+        return save(d.float(), out_root / "-".join(transforms), dtype=torch.float32)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def release(tmp_path_factory):
     """The embedded tiny model, Taylor-protected with the defaults (the proof tests' model)."""
     import taylor

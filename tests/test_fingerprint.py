@@ -26,37 +26,26 @@ def gpt2(tiny_models):
     return tiny_models("gpt2", seed=0, steps=150, layers=3)
 
 
-def _disguised(src, transforms, tmp_path, seed=5):
-    from transformers import AutoModelForCausalLM
-
-    from zkfp.zoo.tiny import save
-
-    model = AutoModelForCausalLM.from_pretrained(src).float().eval()
-    d = disguise.apply(model, transforms, seed=seed)
-    disguise.logits_close(model, d, atol=1e-4)  # the disguise is function-preserving
-    return save(d.float(), tmp_path / "-".join(transforms), dtype=torch.float32)
-
-
 @pytest.mark.parametrize("transforms", [["T1"], ["T2"], ["T3"], ["T4"], ["T5"], ["T6"], list(disguise.LLAMA_TRANSFORMS)])
-def test_llama_fingerprint_is_invariant_to_every_disguise(llama, tmp_path, transforms):
+def test_llama_fingerprint_is_invariant_to_every_disguise(llama, disguised, tmp_path, transforms):
     a = E.extract(llama)
-    b = E.extract(_disguised(llama, transforms, tmp_path))
+    b = E.extract(disguised(llama, transforms, tmp_path))
     assert inv.ics(a.invariant_tensor(), b.invariant_tensor()) > 99.999
     assert inv.ics(torch.tensor(a.v), torch.tensor(b.v)) > 99.999
 
 
 @pytest.mark.parametrize("transforms", [["T1"], ["T2"], ["T3"], ["T4"], ["T5"], list(disguise.GPT2_TRANSFORMS)])
-def test_gpt2_fingerprint_is_invariant_to_layernorm_safe_disguises(gpt2, tmp_path, transforms):
+def test_gpt2_fingerprint_is_invariant_to_layernorm_safe_disguises(gpt2, disguised, tmp_path, transforms):
     a = E.extract(gpt2)
-    b = E.extract(_disguised(gpt2, transforms, tmp_path))
+    b = E.extract(disguised(gpt2, transforms, tmp_path))
     assert inv.ics(a.invariant_tensor(), b.invariant_tensor()) > 99.999
 
 
-def test_huref_formula_is_broken_by_rotation_and_gain_replacement(llama, tmp_path):
+def test_huref_formula_is_broken_by_rotation_and_gain_replacement(llama, disguised, tmp_path):
     ids = spec.select_tokens(512)
-    disguised = _disguised(llama, ["T3", "T5"], tmp_path)
-    assert inv.ics(E.huref_vector(llama, ids), E.huref_vector(disguised, ids)) < 50
-    assert inv.ics(E.extract(llama).invariant_tensor(), E.extract(disguised).invariant_tensor()) > 99.999
+    copy = disguised(llama, ["T3", "T5"], tmp_path)
+    assert inv.ics(E.huref_vector(llama, ids), E.huref_vector(copy, ids)) < 50
+    assert inv.ics(E.extract(llama).invariant_tensor(), E.extract(copy).invariant_tensor()) > 99.999
 
 
 def test_gqa_term_is_head_aligned_and_hurefs_tiling_is_not():

@@ -1,0 +1,93 @@
+"""fingerprint.weights: two models compared by their weights once the bases are aligned."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fingerprint import disguise, lineage
+from fingerprint import weights as W
+from zkfp.errors import FingerprintError
+
+
+@pytest.fixture(scope="module")
+def llama(tiny_models):
+    return tiny_models("llama", seed=0, steps=150, layers=3)
+
+
+@pytest.fixture(scope="module")
+def gpt2(tiny_models):
+    return tiny_models("gpt2", seed=0, steps=150, layers=3)
+
+
+def _derived(src, change, out):
+    from transformers import AutoModelForCausalLM
+
+    from zkfp.zoo.tiny import save
+
+    model = AutoModelForCausalLM.from_pretrained(src).float().eval()
+    return save(change(model), out, dtype=torch.float32)
+
+
+def test_procrustes_recovers_a_rotation():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(200, 16, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g, dtype=torch.float64))
+    assert torch.allclose(W.procrustes(rows @ Q, rows), Q.T, atol=1e-10)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_disguised_copy_is_the_same_model_on_the_weights(family, llama, gpt2, disguised, tmp_path):
+    src = {"llama": llama, "gpt2": gpt2}[family]
+    ts = disguise.LLAMA_TRANSFORMS if family == "llama" else disguise.GPT2_TRANSFORMS
+    out = W.compare_weights(src, disguised(src, list(ts), tmp_path))
+    assert out["similarity"] > 99.9 and out["verdict"] == "same-lineage"
+    assert out["alignment_residual"] < 1e-4
+    assert out["layers"]["aligned"] == [[i, i, pytest.approx(100.0, abs=0.1)] for i in range(3)]
+
+
+def test_a_seed_twin_is_unrelated_and_a_dropped_layer_is_skipped(llama, tiny_models, tmp_path):
+    twin = tiny_models("llama", seed=1, steps=150, layers=3)
+    out = W.compare_weights(llama, twin)
+    assert out["verdict"] == "unrelated", out
+    dropped = _derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
+    out = W.compare_weights(llama, dropped)
+    assert out["verdict"] == "same-lineage"
+    assert [p[:2] for p in out["layers"]["aligned"]] == [[0, 0], [2, 1]]
+
+
+def test_a_sketched_comparison_keeps_the_verdicts(llama, tiny_models, disguised, tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "SKETCH", 8)  # hidden 64 > r: the d×r sketch path
+    assert W.sketch(64).shape == (64, 8)
+    copy = disguised(llama, list(disguise.LLAMA_TRANSFORMS), tmp_path)
+    assert W.compare_weights(llama, copy)["similarity"] > 99.9
+    assert W.compare_weights(llama, tiny_models("llama", seed=1, steps=150, layers=3))["verdict"] == "unrelated"
+
+
+def test_a_taylor_release_compares_as_its_source(llama, tmp_path):
+    taylor = pytest.importorskip("taylor")
+    release = taylor.protect(llama, tmp_path / "release")
+    assert W.compare_weights(release, llama)["similarity"] > 99.9
+
+
+def test_models_that_cannot_be_aligned_are_refused(llama, tiny_models):
+    narrow = tiny_models("llama", seed=0, steps=20, layers=3, hidden=32, heads=4)
+    with pytest.raises(FingerprintError, match="hidden sizes differ"):
+        W.compare_weights(llama, narrow)
+
+
+def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zkfp.cli", *a], capture_output=True, text=True)  # noqa: E731
+    r = run("compare", str(llama), str(llama), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["basis"] == "weights" and out["verdict"] == "same-lineage"
+    r = run("compare", str(llama), str(gpt2))
+    assert r.returncode == 0 and "cosine of weights" in r.stdout and "unrelated" in r.stdout
+    assert run("fingerprint", str(llama), "--out", str(tmp_path / "a.json")).returncode == 0
+    r = run("compare", str(llama), str(tmp_path / "a.json"))
+    assert r.returncode != 0 and "must be a model or release folder too" in r.stderr
