@@ -5,7 +5,8 @@
 Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, intermediate
 11008, vocab 32000, 32 heads) but only `--layers` blocks, fp16, sharded one file per block,
 directly with safetensors. Then measures, each in a fresh process: the import baseline,
-`fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them) and the HuRef
+`fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them),
+`fingerprint.weights.compare_weights` of the checkpoint with itself (both sides read) and the HuRef
 way (load the whole model in fp32 with transformers, then compute the terms of the last two
 layers; at 32 layers that is 27 GB, more than this machine holds: run it with fewer layers). Peak RSS is the child's
 VmHWM (ru_maxrss would carry the forking parent's peak across exec).
@@ -86,6 +87,9 @@ anon_before = status("RssAnon:")
 t = time.time()
 if mode == "zkfp":
     fp = E.extract(path)
+elif mode == "weights":  # fingerprint.weights against itself: both sides read, bases aligned, sketched
+    from fingerprint.weights import compare_weights
+    compare_weights(path, path)
 elif mode == "huref":
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
@@ -118,7 +122,7 @@ def measure(mode: str, path: Path, k: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref")
+    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights")
     ap.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "zkfp-7b-shaped"))
     ap.add_argument("--huref-tokens", type=int, default=16, help="tokens for the HuRef run (HuRef uses 4096)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_memory.json"))
@@ -135,7 +139,8 @@ def main(argv=None) -> int:
     fp32_read = (args.layers * (4 * 4096 * 4096 + 3 * 4096 * 11008)) * 4 / 2**20
     print(f"\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) |\n|---|---|---|---|---|")
     for mode, label in (("zkfp", f"zkfp (lazy, per tensor, all {args.layers} layers)"),
-                        ("huref", "HuRef way (whole model fp32, last two layers)")):
+                        ("huref", "HuRef way (whole model fp32, last two layers)"),
+                        ("weights", f"weights compare (both sides, all {args.layers} layers, sketch r = 256)")):
         if mode not in results:
             continue
         r = results[mode]
