@@ -45,6 +45,18 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def llama(tiny_models):
+    """A trained 3-layer tiny Llama (seed 0)."""
+    return tiny_models("llama", seed=0, steps=150, layers=3)
+
+
+@pytest.fixture(scope="session")
+def gpt2(tiny_models):
+    """A trained 3-layer tiny GPT-2 (seed 0)."""
+    return tiny_models("gpt2", seed=0, steps=150, layers=3)
+
+
+@pytest.fixture(scope="session")
 def disguised():
     """disguised(model_dir, transforms, out_root): a function-preserving disguise of a checkpoint, saved."""
     import torch

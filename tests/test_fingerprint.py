@@ -16,16 +16,6 @@ from fingerprint.compare import compare
 from zkfp.errors import CheckpointError, FingerprintError, UnsupportedArchitecture
 
 
-@pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models("llama", seed=0, steps=150, layers=3)
-
-
-@pytest.fixture(scope="module")
-def gpt2(tiny_models):
-    return tiny_models("gpt2", seed=0, steps=150, layers=3)
-
-
 @pytest.mark.parametrize("transforms", [["T1"], ["T2"], ["T3"], ["T4"], ["T5"], ["T6"], list(disguise.LLAMA_TRANSFORMS)])
 def test_llama_fingerprint_is_invariant_to_every_disguise(llama, disguised, tmp_path, transforms):
     a = E.extract(llama)

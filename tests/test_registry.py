@@ -41,11 +41,6 @@ def synthetic(seed: int, token_ids=None, like: Fingerprint | None = None, noise:
 
 
 @pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models("llama", seed=0, steps=150, layers=3)
-
-
-@pytest.fixture(scope="module")
 def extended(llama, tmp_path_factory):
     """The llama with its vocabulary extended (new rows appended, as multilingual derivatives do)."""
     from transformers import AutoModelForCausalLM

@@ -14,16 +14,6 @@ from fingerprint import weights as W
 from zkfp.errors import FingerprintError
 
 
-@pytest.fixture(scope="module")
-def llama(tiny_models):
-    return tiny_models("llama", seed=0, steps=150, layers=3)
-
-
-@pytest.fixture(scope="module")
-def gpt2(tiny_models):
-    return tiny_models("gpt2", seed=0, steps=150, layers=3)
-
-
 def _derived(src, change, out):
     from transformers import AutoModelForCausalLM
 
