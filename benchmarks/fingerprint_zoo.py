@@ -135,12 +135,16 @@ def calibrate(summary: dict) -> dict:
             r = summary.get(f"{fam}/{basis}")
             if r is None:
                 continue
-            mu, sd = r["unrelated_mean"], r["unrelated_sd"]
-            out.setdefault(kind, {})[basis] = {
-                "related": 5.0 * math.ceil(max(r["unrelated_max"], mu + 4 * sd) / 5),
-                "unrelated": 5.0 * math.floor(min(r["related_min"], mu + 3 * sd) / 5),
-                "null_mean": round(mu, 1), "null_sd": round(sd, 1)}
+            out.setdefault(kind, {})[basis] = rule(r["related_min"], r["unrelated_max"], r["unrelated_mean"],
+                                                   r["unrelated_sd"])
     return out
+
+
+def rule(related_min: float, unrelated_max: float, mu: float, sd: float) -> dict:
+    """The calibration rule (see `calibrate`) for one basis and MLP kind."""
+    return {"related": 5.0 * math.ceil(max(unrelated_max, mu + 4 * sd) / 5),
+            "unrelated": 5.0 * math.floor(min(related_min, mu + 3 * sd) / 5),
+            "null_mean": round(mu, 1), "null_sd": round(sd, 1)}
 
 
 # -- report -----------------------------------------------------------------------------------

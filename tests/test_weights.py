@@ -48,6 +48,8 @@ def test_a_seed_twin_is_unrelated_and_a_dropped_layer_is_skipped(llama, tiny_mod
     out = W.compare_weights(llama, dropped)
     assert out["verdict"] == "same-lineage"
     assert [p[:2] for p in out["layers"]["aligned"]] == [[0, 0], [2, 1]]
+    extended = _derived(llama, lambda m: lineage.extend_vocab(m, 40, seed=1), tmp_path / "vext")
+    assert W.compare_weights(llama, extended)["similarity"] > 99.9  # aligned on the ids both have
 
 
 def test_a_sketched_comparison_keeps_the_verdicts(llama, tiny_models, disguised, tmp_path, monkeypatch):
