@@ -124,11 +124,8 @@ def evaluate(models: list[dict], feats: dict) -> dict:
 
 
 def calibrate(summary: dict) -> dict:
-    """Thresholds by a fixed rule from each family's pairs (fingerprint.compare.THRESHOLDS start
-    from its output; the gated `related` is raised there, see the comment):
-    `related` = the first multiple of 5 at or above both the highest unrelated pair and the null
-    mean + 4 sd; `unrelated` = the last multiple of 5 at or below both the lowest related pair and
-    the null mean + 3 sd. Where the families' pairs overlap, the band between is inconclusive."""
+    """`rule` applied to each family's pairs in this zoo alone (the shipped thresholds apply it to
+    this zoo's pairs pooled with other populations': benchmarks/null_populations.py)."""
     out = {}
     for fam, kind in (("llama", "gated"), ("gpt2", "plain")):
         for basis in BASES:
@@ -141,9 +138,14 @@ def calibrate(summary: dict) -> dict:
 
 
 def rule(related_min: float, unrelated_max: float, mu: float, sd: float) -> dict:
-    """The calibration rule (see `calibrate`) for one basis and MLP kind."""
-    return {"related": 5.0 * math.ceil(max(unrelated_max, mu + 4 * sd) / 5),
-            "unrelated": 5.0 * math.floor(min(related_min, mu + 3 * sd) / 5),
+    """Thresholds from related and unrelated pairs (null mean `mu`, sd `sd`):
+    `related` = the first multiple of 5 at or above the highest unrelated pair, the null mean + 4 sd
+    and 50 (a same-lineage verdict never rests on less than half the fingerprint); `unrelated` =
+    the first multiple of 5 at or above the null mean + 3 sd, but no higher than the last multiple
+    of 5 at or below the lowest related pair. Between them the verdict is inconclusive."""
+    related = 5.0 * math.ceil(max(unrelated_max, mu + 4 * sd, 50.0) / 5)
+    unrelated = min(5.0 * math.ceil((mu + 3 * sd) / 5), 5.0 * math.floor(related_min / 5))
+    return {"related": related, "unrelated": min(unrelated, related - 5.0),
             "null_mean": round(mu, 1), "null_sd": round(sd, 1)}
 
 
