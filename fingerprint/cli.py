@@ -80,7 +80,9 @@ def _compare(args: argparse.Namespace) -> int:
     from fingerprint.identify import is_model_folder, suspect_fingerprint
 
     if is_model_folder(args.published):
-        result = _compare_weights(args.published, args.suspect)
+        from fingerprint.weights import compare_weights
+
+        result = compare_weights(args.published, args.suspect)
     else:
         published = fpjson.load(args.published)
         result = compare(published, suspect_fingerprint(args.suspect, published.token_ids))
@@ -101,18 +103,6 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
     return 0
-
-
-def _compare_weights(published: str, suspect: str) -> dict:
-    from fingerprint.identify import is_model_folder
-    from fingerprint.weights import compare_weights
-    from zkfp.errors import FingerprintError
-
-    if not is_model_folder(suspect):
-        raise FingerprintError(f"{published} is a model or release folder, so its weights are compared: the suspect "
-                               f"{suspect} must be a model or release folder too (to compare with an FP.json or "
-                               "bundle, give the published FP.json or bundle first)")
-    return compare_weights(published, suspect)
 
 
 def _registry(args: argparse.Namespace) -> int:

@@ -24,12 +24,14 @@ a disguise rotates the residual basis, so the bases are aligned first:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from fingerprint import compare as C
 from fingerprint import extract as E
+from fingerprint import fpjson
 from fingerprint import invariants as inv
 from fingerprint import spec
 from zkfp.errors import FingerprintError
@@ -99,6 +101,11 @@ def layer_vectors(src, Q: torch.Tensor | None, R: torch.Tensor) -> np.ndarray:
 
 def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) -> dict:
     """`fingerprint.compare.compare`'s result on the "weights" basis for two model or release folders."""
+    for path in (published, suspect):
+        if not Path(path).is_dir() or fpjson.is_bundle(path):
+            raise FingerprintError(f"weights are compared between two model or release folders and {path} is not "
+                                   "one: the suspect must be a model or release folder too when the published side "
+                                   "is (to compare with an FP.json or bundle, give the published FP.json or bundle)")
     a, b = E.open_source(published), E.open_source(suspect)
     da, db = a.arch.dims.hidden, b.arch.dims.hidden
     if da != db:

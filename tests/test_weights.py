@@ -66,10 +66,13 @@ def test_a_taylor_release_compares_as_its_source(llama, tmp_path):
     assert W.compare_weights(release, llama)["similarity"] > 99.9
 
 
-def test_models_that_cannot_be_aligned_are_refused(llama, tiny_models):
+def test_models_that_cannot_be_aligned_are_refused(llama, tiny_models, tmp_path):
     narrow = tiny_models("llama", seed=0, steps=20, layers=3, hidden=32, heads=4)
     with pytest.raises(FingerprintError, match="hidden sizes differ"):
         W.compare_weights(llama, narrow)
+    (tmp_path / "FP.json").write_text("{}")
+    with pytest.raises(FingerprintError, match="must be a model or release folder too"):
+        W.compare_weights(llama, tmp_path / "FP.json")
 
 
 def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
