@@ -48,7 +48,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--json", action="store_true", help="print a JSON object")
     i.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report")
     i.add_argument("--top", type=int, default=10, help="matches to print (default 10; --json lists all)")
+    i.add_argument("--release", action="append", default=[], type=_name_and_folder, metavar="NAME=DIR",
+                   help="the published release (or model) folder of registered entry NAME: that entry is scored on "
+                   "the weights, bases aligned (the suspect must be a model or release folder; repeatable)")
     i.set_defaults(handler=_identify)
+
+
+def _name_and_folder(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, folder
 
 
 def _registry_option(p: argparse.ArgumentParser) -> None:
@@ -146,7 +156,7 @@ def _identify(args: argparse.Namespace) -> int:
     from fingerprint.registry import Registry
 
     with Registry(args.registry, create=False) as reg:
-        ident = identify(args.suspect, reg)
+        ident = identify(args.suspect, reg, releases=dict(args.release))
     if args.html:
         from fingerprint.report import html_report
 

@@ -13,6 +13,11 @@ product and the layer alignments one dynamic programme over the whole group
 otherwise, each with its calibrated verdict. Entries are ranked by `compare.null_z` — standard
 deviations above the zoo's unrelated pairs — which puts invariant and v scores, and both MLP
 kinds, on one scale; within one basis and kind that is the order of the similarity.
+
+Registry entries are fingerprints. Where the published release of an entry is at hand
+(`releases`, `zkfp identify --release NAME=DIR`) and the suspect is a model, that entry is scored
+on the weights instead, bases aligned (`fingerprint.weights`), which also separates plain-MLP
+models trained on the same text (README, "Fingerprints").
 """
 
 from __future__ import annotations
@@ -76,7 +81,13 @@ def suspect_fingerprint(path: str | os.PathLike, token_ids: list[int] | None = N
     return extract(path, token_ids=token_ids)
 
 
-def identify(suspect: str | os.PathLike, registry: Registry) -> Identification:
+def identify(suspect: str | os.PathLike, registry: Registry,
+             releases: dict[str, str | os.PathLike] | None = None) -> Identification:
+    """Rank every entry against `suspect`. `releases` maps entry names to their published release
+    (or model) folders at hand: those entries are scored on the weights instead (`_on_weights`)."""
+    if releases and not is_model_folder(suspect):
+        raise FingerprintError(f"comparing weights with registered releases needs a model or release folder as the "
+                               f"suspect, not {suspect}")
     groups = registry.groups()
     if not groups:
         raise RegistryError(f"the registry {registry.path} is empty: add published fingerprints first "
@@ -93,6 +104,8 @@ def identify(suspect: str | os.PathLike, registry: Registry) -> Identification:
         if key == len(out.suspect_fps):  # groups of other depths share the fingerprint of their token list
             out.suspect_fps.append(fp)
         out.matches += _rank_group(group, fp, key)
+    for name, release in (releases or {}).items():
+        _on_weights(out, registry.get(name), release, suspect)
     out.matches.sort(key=lambda m: (m.similarity is None, -m.z, m.name))
     return out
 
@@ -154,6 +167,29 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
                              commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
                              basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key))
     return out
+
+
+RELEASE_MATCH = 99.0  # a release's float v against its registered v (the demo's proven v: 99.999)
+
+
+def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect: str | os.PathLike) -> None:
+    """Re-score `entry` on the weights of `release` against the suspect's (fingerprint.weights),
+    once the release is checked to be what the entry registered: its v, computed here on the
+    entry's token ids, must match the registered v (a float check; `zkfp verify --release` checks
+    a proven bundle's commitment)."""
+    from fingerprint.extract import extract
+    from fingerprint.weights import compare_weights
+
+    match = next(m for m in out.matches if m.name == entry.name)
+    mine = extract(release, token_ids=list(entry.token_ids))
+    same = len(mine.v) == len(match.v) and float(C.similarities(match.v, mine.v)[0]) >= RELEASE_MATCH
+    if not same:
+        raise FingerprintError(f"{release} is not the release registered as {entry.name!r}: its fingerprint on the "
+                               "entry's token ids differs from the registered one")
+    result = compare_weights(release, suspect)
+    t = C.THRESHOLDS[result["mlp"]]["weights"]
+    match.similarity, match.basis, match.verdict = result["similarity"], "weights", result["verdict"]
+    match.z, match.reason = float(C.null_z(result["similarity"], t)), None
 
 
 def _not_comparable(e, group: Group, row: int, reason: str) -> Match:

@@ -130,4 +130,4 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
                        "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in C.alignment(S)]},
             "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
             "false_positive_rate": C.implied_fpr(t["related"], t["null_mean"], t["null_sd"]),
-            "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched
+            "mlp": mlp, "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched

@@ -86,3 +86,36 @@ def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
     assert run("fingerprint", str(llama), "--out", str(tmp_path / "a.json")).returncode == 0
     r = run("compare", str(llama), str(tmp_path / "a.json"))
     assert r.returncode != 0 and "must be a model or release folder too" in r.stderr
+
+
+def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, tmp_path):
+    taylor = pytest.importorskip("taylor")
+    from fingerprint.extract import extract, save
+    from fingerprint.identify import identify
+    from fingerprint.registry import Registry, add_file
+    from zkfp.errors import RegistryError
+
+    release = taylor.protect(llama, tmp_path / "release")
+    suspect = _derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
+    registry = tmp_path / "registry.sqlite"
+    with Registry(registry) as reg:
+        for name, model in (("base", llama), ("twin", tiny_models("llama", seed=1, steps=150, layers=3))):
+            save(extract(model), tmp_path / f"{name}.json")
+            add_file(reg, tmp_path / f"{name}.json", name)
+        ident = identify(suspect, reg, releases={"base": release})
+        best, other = ident.matches
+        assert (best.name, best.basis, best.verdict) == ("base", "weights", "same-lineage")
+        assert best.similarity == pytest.approx(W.compare_weights(release, suspect)["similarity"])
+        assert (other.name, other.basis) == ("twin", "invariants")
+        with pytest.raises(FingerprintError, match="not the release registered as 'twin'"):
+            identify(suspect, reg, releases={"twin": release})
+        with pytest.raises(RegistryError, match="no entry named 'nobody'"):
+            identify(suspect, reg, releases={"nobody": release})
+        with pytest.raises(FingerprintError, match="needs a model or release folder as the suspect"):
+            identify(tmp_path / "base.json", reg, releases={"base": release})
+    run = lambda *a: subprocess.run([sys.executable, "-m", "zkfp.cli", *map(str, a)], capture_output=True, text=True)  # noqa: E731
+    r = run("identify", suspect, "--registry", registry, "--release", f"base={release}", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["matches"][0]["basis"] == "weights"
+    r = run("identify", suspect, "--registry", registry, "--release", "base")
+    assert r.returncode != 0 and "expected NAME=DIR" in r.stderr
