@@ -14,9 +14,8 @@ Every model is fingerprinted on the spec's token ids for a 4,096-token vocabular
 scored as `zkfp compare` scores it, with the model earlier in the zoo's order as the published
 one (roots first): layers aligned (fingerprint.compare), on the invariants, on v, and on the
 weights themselves once the bases are aligned (fingerprint.weights, for when both models are at
-hand). HuRef's
-formula (its code's terms, last two layers, plain cosine) is scored on the same pairs. Reported
-per method: AUC, TPR at 1 % FPR, the related minimum and unrelated maximum, the Gaussian null
+hand). HuRef's formula (its code's terms, last two layers, plain cosine) is scored on the same
+pairs. Reported per method: AUC, TPR at 1 % FPR, the related minimum and unrelated maximum, the Gaussian null
 of the unrelated pairs with the false-positive rate it implies at the shipped `related`
 threshold, and each pair's verdict at the shipped thresholds.
 """
