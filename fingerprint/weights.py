@@ -49,32 +49,32 @@ def shared_rows(vocab: int, hidden: int) -> range:
 
 
 def _rows(src, ids: range) -> torch.Tensor:
-    return inv.canonical_tokens(src.embedding_rows(list(ids)), src.arch.family.norm == "layer").double()
+    return inv.canonical_tokens(src.embedding_rows(list(ids)), src.arch.family.norm == "layer")
 
 
 def procrustes(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
     """The orthogonal Q minimising ‖suspect_rows·Q − published_rows‖ (Schönemann's solution)."""
-    U, _, Vh = torch.linalg.svd(suspect_rows.T @ published_rows)
-    return U @ Vh
+    U, _, Vh = torch.linalg.svd((suspect_rows.T @ published_rows).double())
+    return (U @ Vh).to(suspect_rows.dtype)
 
 
 def sketch(d: int, r: int | None = None) -> torch.Tensor:
     """(d, r) seeded Gaussian sketch (r = SKETCH by default), or the identity when d ≤ r (exact)."""
     r = SKETCH if r is None else r
     if d <= r:
-        return torch.eye(d, dtype=torch.float64)
+        return torch.eye(d, dtype=E.DTYPE)
     gen = torch.Generator().manual_seed(SKETCH_SEED)
-    return torch.randn(d, r, generator=gen, dtype=torch.float64) / r ** 0.5
+    return torch.randn(d, r, generator=gen, dtype=E.DTYPE) / r ** 0.5
 
 
 def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
     """A·R, B·R and F·R of layer i (d×r each), from the canonical weights, never forming a d×d matrix."""
     d = src.arch.dims
     layer_norm = src.arch.family.norm == "layer"
-    ga, gm = src.attn_gain(i).double(), src.mlp_gain(i).double()
+    ga, gm = src.attn_gain(i), src.mlp_gain(i)  # fp32, as the fingerprint computes
 
     def w(role: str) -> torch.Tensor:
-        return src.weight(role, i).double()
+        return src.weight(role, i).to(E.DTYPE)
 
     def inp(W: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # canonical input side, (out, d)
         return inv.fold_gain(W, g, layer_norm)
