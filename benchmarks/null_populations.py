@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
-from fingerprint_zoo import BASES, rule  # noqa: E402
+from fingerprint_zoo import BASES, rule, score  # noqa: E402
 from zoo_build import CHILD_LR, CHILD_STEPS, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VOCAB, Data, _train, log  # noqa: E402
 
 KIND = {"llama": "gated", "gpt2": "plain"}
@@ -101,24 +101,22 @@ def build_populations(zdir: Path) -> list[dict]:
 
 
 def score_pairs(models: list[dict]) -> list[dict]:
+    """Every pair of one family on one token list, scored as the zoo scores it (`fingerprint_zoo.score`);
+    on the weights only where the hidden sizes agree."""
     from fingerprint import extract as E
-    from fingerprint.weights import compare_weights
 
     ids = {"bpe": spec.select_tokens(VOCAB), "toy": spec.select_tokens(512)}
-    fps = {m["name"]: E.extract(m["path"], token_ids=ids[m["tokens"]]) for m in models}
-    hidden = {m["name"]: fps[m["name"]].model.get("hidden") for m in models}
+    feats = {m["name"]: {"fp": E.extract(m["path"], token_ids=ids[m["tokens"]]), "path": m["path"]} for m in models}
     pairs = []
     for a, b in itertools.combinations(models, 2):
         if a["family"] != b["family"] or a["tokens"] != b["tokens"]:
             continue
-        fa, fb = fps[a["name"]], fps[b["name"]]
+        fa, fb = feats[a["name"]], feats[b["name"]]
         row = {"published": a["name"], "suspect": b["name"], "family": a["family"], "tokens": a["tokens"],
                "populations": [a["population"], b["population"]], "related": a["root"] == b["root"]}
-        for basis, (pa, pb) in (("invariants", (fa.layer_invariants(), fb.layer_invariants())),
-                                ("v", (fa.layer_v(), fb.layer_v()))):
-            row[basis] = round(float(C.aligned_scores(C.layer_similarities(pa, pb)[None])[0]), 2)
-        if hidden[a["name"]] == hidden[b["name"]]:
-            row["weights"] = compare_weights(a["path"], b["path"])["similarity"]
+        same_width = fa["fp"].model.get("hidden") == fb["fp"].model.get("hidden")
+        for basis in BASES if same_width else ("invariants", "v"):
+            row[basis] = round(score(fa, fb, basis), 2)
         pairs.append(row)
     return pairs
 

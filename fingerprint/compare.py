@@ -148,21 +148,26 @@ def check_compatible(a: Fingerprint, b: Fingerprint) -> None:
                                "(zkfp compare PUBLISHED MODEL_DIR fingerprints it on PUBLISHED's tokens)")
 
 
+def scored(S: np.ndarray, basis: str, t: dict) -> dict:
+    """The aligned score of a (published layers, suspect layers) similarity matrix, with its verdict
+    under thresholds `t`, the alignment and the implied false-positive rate: the result every
+    comparison (fingerprints or weights) reports."""
+    sim = float(aligned_scores(S[None])[0])
+    return {"similarity": round(sim, 4), "verdict": verdicts(sim, t)[0], "basis": basis,
+            "layers": {"published": S.shape[0], "suspect": S.shape[1],
+                       "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in alignment(S)]},
+            "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
+            "false_positive_rate": implied_fpr(t["related"], t["null_mean"], t["null_sd"])}
+
+
 def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
     """How much of `published` is found in `suspect`: the aligned score, its verdict, the alignment."""
     check_compatible(published, suspect)
     S_v = layer_similarities(published.layer_v(), suspect.layer_v())
-    v_sim = float(aligned_scores(S_v[None])[0])
     if published.invariants is not None and suspect.invariants is not None:
         basis, S = "invariants", layer_similarities(published.layer_invariants(), suspect.layer_invariants())
-        sim = float(aligned_scores(S[None])[0])
     else:
-        basis, S, sim = "v", S_v, v_sim
-    t = thresholds(published.spec, basis)
-    return {"similarity": round(sim, 4), "verdict": verdicts(sim, t)[0], "basis": basis,
-            "v_similarity": round(v_sim, 4),
-            "layers": {"published": published.layers, "suspect": suspect.layers,
-                       "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in alignment(S)]},
-            "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
-            "false_positive_rate": implied_fpr(t["related"], t["null_mean"], t["null_sd"]),
+        basis, S = "v", S_v
+    return {**scored(S, basis, thresholds(published.spec, basis)),
+            "v_similarity": round(float(aligned_scores(S_v[None])[0]), 4),
             "spec": published.spec.get("version"), "k": published.spec.get("k")}

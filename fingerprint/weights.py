@@ -122,12 +122,6 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
     b.release()
     R = sketch(da)
     S = C.layer_similarities(layer_vectors(a, None, R), layer_vectors(b, Q, R))
-    sim = float(C.aligned_scores(S[None])[0])
     mlp = "gated" if a.has_gate() else "plain"
-    t = C.THRESHOLDS[mlp]["weights"]
-    return {"similarity": round(sim, 4), "verdict": C.verdicts(sim, t)[0], "basis": "weights",
-            "layers": {"published": len(S), "suspect": S.shape[1],
-                       "aligned": [[i, j, round(float(S[i, j]), 2)] for i, j in C.alignment(S)]},
-            "thresholds": {"related": t["related"], "unrelated": t["unrelated"]},
-            "false_positive_rate": C.implied_fpr(t["related"], t["null_mean"], t["null_sd"]),
+    return {**C.scored(S, "weights", C.thresholds({"mlp": mlp}, "weights")),
             "mlp": mlp, "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched

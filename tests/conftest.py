@@ -57,19 +57,32 @@ def gpt2(tiny_models):
 
 
 @pytest.fixture(scope="session")
-def disguised():
-    """disguised(model_dir, transforms, out_root): a function-preserving disguise of a checkpoint, saved."""
+def derived():
+    """derived(model_dir, change, out_dir): load a checkpoint, apply `change` to the model, save it (fp32)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fingerprint import disguise
     from zkfp.zoo.tiny import save
 
-    def make(src, transforms, out_root, seed=5):
+    def make(src, change, out_dir):
         model = AutoModelForCausalLM.from_pretrained(src).float().eval()
-        d = disguise.apply(model, transforms, seed=seed)
-        disguise.logits_close(model, d, atol=1e-4)  # the disguise is function-preserving
-        return save(d.float(), out_root / "-".join(transforms), dtype=torch.float32)
+        return save(change(model).float(), out_dir, dtype=torch.float32)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def disguised(derived):
+    """disguised(model_dir, transforms, out_root): a function-preserving disguise of a checkpoint, saved."""
+    from fingerprint import disguise
+
+    def make(src, transforms, out_root, seed=5):
+        def change(model):
+            d = disguise.apply(model, transforms, seed=seed)
+            disguise.logits_close(model, d, atol=1e-4)  # the disguise is function-preserving
+            return d
+
+        return derived(src, change, out_root / "-".join(transforms))
 
     return make
 

@@ -14,15 +14,6 @@ from fingerprint import weights as W
 from zkfp.errors import FingerprintError
 
 
-def _derived(src, change, out):
-    from transformers import AutoModelForCausalLM
-
-    from zkfp.zoo.tiny import save
-
-    model = AutoModelForCausalLM.from_pretrained(src).float().eval()
-    return save(change(model), out, dtype=torch.float32)
-
-
 def test_procrustes_recovers_a_rotation():
     g = torch.Generator().manual_seed(0)
     rows = torch.randn(200, 16, generator=g, dtype=torch.float64)
@@ -40,15 +31,15 @@ def test_a_disguised_copy_is_the_same_model_on_the_weights(family, llama, gpt2, 
     assert out["layers"]["aligned"] == [[i, i, pytest.approx(100.0, abs=0.1)] for i in range(3)]
 
 
-def test_a_seed_twin_is_unrelated_and_a_dropped_layer_is_skipped(llama, tiny_models, tmp_path):
+def test_a_seed_twin_is_unrelated_and_a_dropped_layer_is_skipped(llama, tiny_models, derived, tmp_path):
     twin = tiny_models("llama", seed=1, steps=150, layers=3)
     out = W.compare_weights(llama, twin)
     assert out["verdict"] == "unrelated", out
-    dropped = _derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
+    dropped = derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
     out = W.compare_weights(llama, dropped)
     assert out["verdict"] == "same-lineage"
     assert [p[:2] for p in out["layers"]["aligned"]] == [[0, 0], [2, 1]]
-    extended = _derived(llama, lambda m: lineage.extend_vocab(m, 40, seed=1), tmp_path / "vext")
+    extended = derived(llama, lambda m: lineage.extend_vocab(m, 40, seed=1), tmp_path / "vext")
     assert W.compare_weights(llama, extended)["similarity"] > 99.9  # aligned on the ids both have
 
 
@@ -90,7 +81,7 @@ def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
     assert r.returncode != 0 and "must be a model or release folder too" in r.stderr
 
 
-def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, tmp_path):
+def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, derived, tmp_path):
     taylor = pytest.importorskip("taylor")
     from fingerprint.extract import extract, save
     from fingerprint.identify import identify
@@ -98,7 +89,7 @@ def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama,
     from zkfp.errors import RegistryError
 
     release = taylor.protect(llama, tmp_path / "release")
-    suspect = _derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
+    suspect = derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
     registry = tmp_path / "registry.sqlite"
     with Registry(registry) as reg:
         for name, model in (("base", llama), ("twin", tiny_models("llama", seed=1, steps=150, layers=3))):
