@@ -10,7 +10,8 @@ Cache layout (root: $ZKFP_CACHE or ~/.cache/zkfp):
   circuits/<shape key>.logrows                     the shape's logrows
   rows/<part key>.json                             a part's row count (ezkl's gen_settings)
   circuits/<part key>-<kind>-k<logrows>/           network.onnx, settings.json, model.compiled, part.json
-  keys/<part key>-<kind>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key
+  keys/<part key>-<kind>-k<logrows>-<srs sha256[:16]>/   vk.key, pk.key (a verifier keeps no pk.key;
+                                                   proving keys beyond $ZKFP_KEYS_MAX_GB are trimmed)
 A second release of the same shape skips export, compile and setup; chunks of one kind share them. Nothing here imports
 torch: the verifier rebuilds the circuits and their keys with this module.
 Every entry is written to a temporary folder and renamed into place, so a crash never leaves
@@ -36,6 +37,7 @@ from circuits.srs import SrsInfo, cache_dir
 from zkfp.errors import ZkfpError
 
 REBASE_MULTIPLIER = 6  # rescale only values above 6·input_scale: intermediates are never rescaled
+KEYS_MAX_GB = 32  # older proving keys kept beside the current plan's own ($ZKFP_KEYS_MAX_GB)
 PROVE_BYTES_PER_ROW = 30_000  # peak prover memory per circuit row, measured (see max_logrows)
 
 
@@ -282,17 +284,69 @@ def keys_folder(circuit: Circuit, srs: SrsInfo) -> Path:
 
 
 def keys(circuit: Circuit, srs: SrsInfo) -> Keys:
-    """Proving and verification keys for this circuit and SRS; cached."""
+    """Proving and verification keys for this circuit and SRS; cached (`trim_keys` bounds the cache)."""
     final = keys_folder(circuit, srs)
-    if (final / "vk.key").is_file() and (final / "pk.key").is_file():
-        return Keys(final)
+    if not (final / "pk.key").is_file():
+        _setup(circuit, srs, final, keep_pk=True)
+    os.utime(final)  # its last use: trim_keys drops the least recently used proving keys first
+    return Keys(final)
+
+
+def vk(circuit: Circuit, srs: SrsInfo) -> Path:
+    """The verification key alone: what a verifier derives. The proving key (over 1 GB at 2^17)
+    is not kept."""
+    final = keys_folder(circuit, srs)
+    if not (final / "vk.key").is_file():
+        _setup(circuit, srs, final, keep_pk=False)
+    return final / "vk.key"
+
+
+def _setup(circuit: Circuit, srs: SrsInfo, final: Path, keep_pk: bool) -> None:
     import ezkl
 
     tmp = _atomic_folder(final)
     try:
         ezkl.setup(str(circuit.compiled), str(tmp / "vk.key"), str(tmp / "pk.key"), srs_path=str(srs.path))
+        if not keep_pk:
+            (tmp / "pk.key").unlink()
+        if (final / "vk.key").is_file():
+            # an entry without its proving key (a verifier's, or trimmed): setup is deterministic,
+            # so the key pair just derived completes it; each file is replaced atomically
+            for name in ("vk.key", "pk.key"):
+                if (tmp / name).is_file():
+                    os.replace(tmp / name, final / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _publish(tmp, final)
-    return Keys(final)
+
+
+def keys_max_bytes() -> int:
+    raw = os.environ.get("ZKFP_KEYS_MAX_GB", str(KEYS_MAX_GB))
+    try:
+        return int(float(raw) * 2**30)
+    except ValueError:
+        raise ZkfpError(f"ZKFP_KEYS_MAX_GB must be a number of GiB, not {raw!r}") from None
+
+
+def trim_keys(max_bytes: int, keep: set[Path] = frozenset()) -> list[Path]:
+    """Delete cached proving keys, least recently used first, until those left take at most
+    `max_bytes` (those in `keep` are never deleted). Verification keys stay: they are small and
+    all a verifier needs. Returns the folders whose proving key was deleted."""
+    held = []
+    for folder in (cache_dir() / "keys").glob("*"):
+        pk = folder / "pk.key"
+        if pk.is_file() and not folder.name.startswith("."):
+            held.append((folder.stat().st_mtime, folder, pk.stat().st_size))
+    total, dropped = sum(size for _, _, size in held), []
+    for _, folder, size in sorted(held):
+        if total <= max_bytes:
+            break
+        if folder in keep:
+            continue
+        (folder / "pk.key").unlink(missing_ok=True)
+        total -= size
+        dropped.append(folder)
+    return dropped

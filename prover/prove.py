@@ -92,6 +92,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
         info = srs_mod.srs_file(srs, logrows) if srs is not None else srs_mod.dev_srs(logrows)
         work = _work_folder(out_dir, {"release": release_files, "srs": info.sha256, "plan": plan.to_json(),
                                       "ezkl": ezkl.__version__})
+        _trim_key_cache(plan, info)
         with runner as run:
             t = time.perf_counter()
             timings["setup_costs"] = run.setup(plan, info)
@@ -119,6 +120,15 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                    chunk_costs={c.name: results[c.name].get("cost") for c in plan.chunks},
                    plan=plan.to_json())
     return out_dir
+
+
+def _trim_key_cache(plan, info) -> None:
+    """Before setup, drop older proving keys beyond $ZKFP_KEYS_MAX_GB (at 2^17 one is already over
+    1 GB); this plan's stay, so a re-run or the next release of this shape skips setup."""
+    from circuits import pipeline
+
+    keep = {pipeline.keys_folder(pipeline.build(part, plan.logrows), info) for part in plan.parts.values()}
+    pipeline.trim_keys(pipeline.keys_max_bytes(), keep)
 
 
 def _read_release(release_dir: Path):
@@ -233,7 +243,7 @@ def _check(plan, results: dict, tensors: dict, info, work: Path) -> tuple[np.nda
     for c in plan.chunks:
         circuit = pipeline.build(c.part, plan.logrows)
         ezkl.verify(proof_path=str(tasks.proof_path(work, c.name)), settings_path=str(circuit.settings),
-                    vk_path=str(pipeline.keys(circuit, info).vk), srs_path=str(info.path))
+                    vk_path=str(pipeline.vk(circuit, info)), srs_path=str(info.path))
         for name, pts in zip(c.outputs(), results[c.name]["outputs"]):
             outputs[name] = pts
         for name, pts in zip(c.inputs(plan.shape), results[c.name]["inputs"]):
@@ -266,7 +276,7 @@ def _entry(plan, chunk, result: dict, work: Path, tmp: Path, info) -> bundle_for
     first = next(c for c in plan.chunks if c.part.key() == chunk.part.key())
     files = bundle_format.part_files(chunk.name, circuit=first.name)
     shutil.copyfile(tasks.proof_path(work, chunk.name), tmp / files["proof"])
-    _share(pipeline.keys(circuit, info).vk, tmp / files["vk"])
+    _share(pipeline.vk(circuit, info), tmp / files["vk"])
     _share(circuit.settings, tmp / files["settings"])
     return bundle_format.ProofEntry(
         name=chunk.name, **files,

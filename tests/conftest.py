@@ -14,6 +14,8 @@ def _cache_outside_home(tmp_path_factory):
     processes inherit it)."""
     saved = os.environ.get("ZKFP_CACHE")
     os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
+    # a proving key at 2^17 takes 0.7-2.8 GB: keep a few beyond the proof's own (CI's disk is shared)
+    os.environ["ZKFP_KEYS_MAX_GB"] = "6"
     os.environ["ZKFP_REGISTRY"] = str(tmp_path_factory.mktemp("zkfp-registry") / "registry.sqlite")
     # Ray (the prover's scheduler) keeps its session files under RAY_TMPDIR and, with token
     # authentication on, writes ~/.ray/auth_token: tests run a local instance without it.

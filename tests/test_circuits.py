@@ -394,3 +394,73 @@ def test_a_release_of_a_non_causal_family_is_refused(plain_releases, tmp_path):
     (bad / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ZkfpError, match="unsupported architecture 'bert'"):
         Release(bad)
+
+
+def test_key_cache_trims_least_recently_used_proving_keys(tmp_path, monkeypatch):
+    """Proving keys beyond the bound go, least recently used first; this proof's keys and every
+    verification key stay."""
+    import os
+
+    from circuits import pipeline
+
+    monkeypatch.setenv("ZKFP_CACHE", str(tmp_path))
+    folders = []
+    for age, name in enumerate(["newest", "middle", "oldest"]):
+        folder = tmp_path / "keys" / name
+        folder.mkdir(parents=True)
+        (folder / "vk.key").write_bytes(b"v")
+        (folder / "pk.key").write_bytes(b"p" * 100)
+        os.utime(folder, (1_000_000 - age, 1_000_000 - age))
+        folders.append(folder)
+    newest, middle, oldest = folders
+    (tmp_path / "keys" / ".entry.partial-x").mkdir()  # a setup under way is not touched
+
+    assert pipeline.trim_keys(250) == [oldest]
+    assert pipeline.trim_keys(0, keep={middle}) == [newest]
+    assert [f.name for f in folders if (f / "pk.key").exists()] == ["middle"]
+    assert all((f / "vk.key").exists() for f in folders)
+
+
+def test_key_cache_bound_is_read_from_the_environment(monkeypatch):
+    from circuits import pipeline
+    from zkfp.errors import ZkfpError
+
+    monkeypatch.setenv("ZKFP_KEYS_MAX_GB", "1.5")
+    assert pipeline.keys_max_bytes() == int(1.5 * 2**30)
+    monkeypatch.setenv("ZKFP_KEYS_MAX_GB", "lots")
+    with pytest.raises(ZkfpError, match="ZKFP_KEYS_MAX_GB must be a number"):
+        pipeline.keys_max_bytes()
+
+
+def test_a_verifiers_key_entry_keeps_no_proving_key_and_a_prover_completes_it(tmp_path, monkeypatch):
+    """`vk` (the verifier's) derives the key pair but keeps only the verification key; `keys` (the
+    prover's) adds the proving key to that entry, and the verification key is unchanged."""
+    import ezkl
+    import torch
+
+    from circuits import pipeline
+    from circuits.srs import dev_srs
+
+    monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "cache"))
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    folder = tmp_path / "double"
+    folder.mkdir()
+    onnx, settings = folder / "network.onnx", folder / "settings.json"
+    torch.onnx.export(Double(), (torch.ones(4),), str(onnx), opset_version=17, dynamo=False)
+    run_args = ezkl.PyRunArgs()
+    run_args.logrows = 10  # small: a key pair in about a second
+    ezkl.gen_settings(str(onnx), str(settings), py_run_args=run_args)
+    ezkl.compile_circuit(str(onnx), str(folder / "model.compiled"), str(settings))
+    circuit = pipeline.Circuit(part=None, folder=folder)
+    srs = dev_srs(10)
+
+    vk = pipeline.vk(circuit, srs)
+    assert vk.is_file() and not (vk.parent / "pk.key").exists()
+    derived = vk.read_bytes()
+    keys = pipeline.keys(circuit, srs)
+    assert keys.folder == vk.parent and keys.pk.is_file() and keys.vk.read_bytes() == derived
+    assert [p.name for p in (tmp_path / "cache" / "keys").iterdir()] == [vk.parent.name]  # no leftovers

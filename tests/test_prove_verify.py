@@ -340,6 +340,8 @@ def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch)
     assert res.ok, res.reasons
     assert res.checks["key"] == "derived" and res.checks["srs"]["kind"] == "unknown"
     assert any("deriving the verification key" in line for line in said), said
+    entries = list((tmp_path / "fresh-cache" / "keys").iterdir())
+    assert entries and all(not (e / "pk.key").exists() for e in entries), "a verifier keeps no proving key"
 
 
 def test_settings_edited(copy):

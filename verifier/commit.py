@@ -70,6 +70,6 @@ def commit_release(release_dir: str | Path, srs: str | Path, chunk_rows: int | N
     for c in plan.terms_chunks:
         if c.part.key() not in circuits:
             circuit = pipeline.build(c.part, plan.logrows)
-            circuits[c.part.key()] = (circuit, pipeline.keys(circuit, info).vk)
+            circuits[c.part.key()] = (circuit, pipeline.vk(circuit, info))
     tensors = {n: a for (n, _), a in zip(shape.input_specs(), inputs)}
     return commitment_digest(release_commitments(plan, tensors, circuits, info.path))

@@ -226,7 +226,7 @@ def _derive_keys(b: Bundle, plan, info, checks: dict, say) -> dict:
                 cached = False
                 say(f"deriving the verification key of the {part.kind} circuit {key[:12]} (logrows {plan.logrows}; "
                     "once per circuit and SRS on this machine, about as long as a setup)")
-            derived[key] = (circuit, pipeline.keys(circuit, info).vk)
+            derived[key] = (circuit, pipeline.vk(circuit, info))
     for p, c in zip(b.proofs, plan.chunks):
         circuit, vk = derived[c.part.key()]
         try:
