@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--name", help="entry name (default: the bundle folder's name or the file's stem)")
     add.add_argument("--srs", metavar="FILE", help="the SRS the bundle's proof was made under")
     add.add_argument("--allow-dev-srs", action="store_true", help="accept a proof made with an insecure dev SRS")
+    add.add_argument("--release", metavar="DIR", help="the published release (or model) folder, checked and "
+                     "recorded: identify then compares model suspects with it on the weights")
     lst = rsub.add_parser("list", help="list the registered fingerprints")
     rem = rsub.add_parser("remove", help="remove an entry")
     rem.add_argument("name")
@@ -124,9 +126,10 @@ def _registry(args: argparse.Namespace) -> int:
     path = Path(args.registry) if args.registry else default_path()
     if args.registry_command == "add":
         with Registry(path) as reg:
-            e = add_file(reg, args.path, args.name, srs=args.srs, allow_dev_srs=args.allow_dev_srs)
+            e = add_file(reg, args.path, args.name, srs=args.srs, allow_dev_srs=args.allow_dev_srs,
+                         release=args.release)
         how = f"proven (commitment digest {e.commitment_digest})" if e.proven else "unproven (a plain FP.json)"
-        print(f"added {e.name!r}: {how}, to {path}")
+        print(f"added {e.name!r}: {how}" + (f", with its release {e.release}" if e.release else "") + f", to {path}")
     elif args.registry_command == "remove":
         with Registry(path) as reg:
             reg.remove(args.name)
@@ -139,10 +142,11 @@ def _registry(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([{"name": e.name, "proven": e.proven, "commitment_digest": e.commitment_digest,
                                "srs_kind": e.srs_kind, "spec": e.spec.get("version"), "source": e.source,
-                               "family": e.model.get("family")} for e in entries]))
+                               "release": e.release, "family": e.model.get("family")} for e in entries]))
         for e in [] if args.json else entries:
             proof = f"proven ({e.srs_kind} SRS, commitment {e.commitment_digest[:16]}…)" if e.proven else "unproven"
-            print(f"{e.name}\t{proof}\t{e.spec.get('version')}\t{e.source}")
+            release = f"\trelease {e.release}" if e.release else ""
+            print(f"{e.name}\t{proof}\t{e.spec.get('version')}\t{e.source}{release}")
         if not args.json:
             print(f"{len(entries)} fingerprint(s) in {path}")
     return 0
@@ -172,6 +176,8 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"{rank:>4}  {'-':>7}  {'':<10}  not comparable ({m.reason})  {proof}  {m.name}")
         else:
             print(f"{rank:>4}  {m.similarity:7.2f}  {m.basis:<10}  {m.verdict:<12}  {proof:<16}  {m.name}")
+        if m.note:
+            print(f"{'':>4}  note: {m.note}")
     if len(ident.matches) > args.top:
         print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
     if args.html:

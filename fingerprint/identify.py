@@ -14,10 +14,11 @@ otherwise, each with its calibrated verdict. Entries are ranked by `compare.null
 deviations above the zoo's unrelated pairs — which puts invariant and v scores, and both MLP
 kinds, on one scale; within one basis and kind that is the order of the similarity.
 
-Registry entries are fingerprints. Where the published release of an entry is at hand
-(`releases`, `zkfp identify --release NAME=DIR`) and the suspect is a model, that entry is scored
-on the weights instead, bases aligned (`fingerprint.weights`), which also separates plain-MLP
-models trained on the same text (README, "Fingerprints").
+Registry entries are fingerprints. Where the published release of an entry is at hand — recorded
+in the registry (`zkfp registry add … --release DIR`) or given (`releases`, `zkfp identify
+--release NAME=DIR`) — and the suspect is a model, that entry is scored on the weights instead,
+bases aligned (`fingerprint.weights`), which also separates plain-MLP models trained on the same
+text (README, "Fingerprints").
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ class Match:
     z: float = float("-inf")
     suspect_key: int | None = None      # which of the suspect's fingerprints it was compared with
     reason: str | None = None
+    note: str | None = None             # why an entry with a recorded release was not scored on it
 
     def to_json(self) -> dict:
         return {"name": self.name, "similarity": None if self.similarity is None else round(self.similarity, 4),
                 "basis": self.basis, "verdict": self.verdict, "proven": self.proven, "srs_kind": self.srs_kind,
-                "commitment_digest": self.commitment_digest, "reason": self.reason}
+                "commitment_digest": self.commitment_digest, "reason": self.reason, "note": self.note}
 
 
 @dataclass
@@ -106,6 +108,10 @@ def identify(suspect: str | os.PathLike, registry: Registry,
         out.matches += _rank_group(group, fp, key)
     for name, release in (releases or {}).items():
         _on_weights(out, registry.get(name), release, suspect)
+    if out.fingerprinted:
+        for entry in (e for group in groups for e in group.entries):
+            if entry.release and entry.name not in (releases or {}):
+                _on_recorded_release(out, entry, suspect)
     out.matches.sort(key=lambda m: (m.similarity is None, -m.z, m.name))
     return out
 
@@ -172,24 +178,44 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
 RELEASE_MATCH = 99.0  # a release's float v against its registered v (the demo's proven v: 99.999)
 
 
+def is_release_of(release: str | os.PathLike, token_ids, v: np.ndarray) -> bool:
+    """Whether `release` is the model a registered `v` was computed from: its v, computed here on
+    the same token ids, must match (a float check; `zkfp verify --release` checks a proven
+    bundle's commitment)."""
+    from fingerprint.extract import extract
+
+    mine = extract(release, token_ids=list(token_ids))
+    return len(mine.v) == len(v) and float(C.similarities(v, mine.v)[0]) >= RELEASE_MATCH
+
+
 def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect: str | os.PathLike) -> None:
     """Re-score `entry` on the weights of `release` against the suspect's (fingerprint.weights),
-    once the release is checked to be what the entry registered: its v, computed here on the
-    entry's token ids, must match the registered v (a float check; `zkfp verify --release` checks
-    a proven bundle's commitment)."""
-    from fingerprint.extract import extract
+    once the release is checked to be what the entry registered (`is_release_of`)."""
     from fingerprint.weights import compare_weights
 
     match = next(m for m in out.matches if m.name == entry.name)
-    mine = extract(release, token_ids=list(entry.token_ids))
-    same = len(mine.v) == len(match.v) and float(C.similarities(match.v, mine.v)[0]) >= RELEASE_MATCH
-    if not same:
+    if not is_release_of(release, entry.token_ids, match.v):
         raise FingerprintError(f"{release} is not the release registered as {entry.name!r}: its fingerprint on the "
                                "entry's token ids differs from the registered one")
     result = compare_weights(release, suspect)
     t = C.thresholds({"mlp": result["mlp"]}, "weights")
     match.similarity, match.basis, match.verdict = result["similarity"], "weights", result["verdict"]
     match.z, match.reason = float(C.null_z(result["similarity"], t)), None
+
+
+def _on_recorded_release(out: Identification, entry, suspect) -> None:
+    """The release the registry recorded for `entry`: scored on its weights, or, where it is gone
+    or no longer the registered model, on the fingerprint with a note that says so."""
+    match = next(m for m in out.matches if m.name == entry.name)
+    if match.similarity is None:
+        return
+    if not Path(entry.release).is_dir():
+        match.note = f"its recorded release {entry.release} is gone: scored on the fingerprint"
+        return
+    try:
+        _on_weights(out, entry, entry.release, suspect)
+    except FingerprintError as exc:
+        match.note = f"scored on the fingerprint: {exc}"
 
 
 def _not_comparable(e, group: Group, row: int, reason: str) -> Match:

@@ -4,7 +4,9 @@ Each entry is a fingerprint under a unique name: its spec, token ids, v and (for
 that carries them) the invariants, as float32 blobs so that `identify` ranks thousands of them
 with one matrix product. An entry is *proven* when it was admitted from a proof bundle that
 verified (`verifier.verify_bundle`); it then records the bundle's commitment digest and the kind
-of SRS the proof was checked under. A plain FP.json is stored as unproven.
+of SRS the proof was checked under. A plain FP.json is stored as unproven. An entry may also
+record where its published release is (`add_file(..., release=DIR)`, checked when added): `identify`
+then scores a model suspect against that entry on the weights (`fingerprint.weights`).
 
 The same fingerprint (same spec, token ids and v) is admitted once: adding it again is refused
 with the name it is registered under, and nothing changes. Writers take SQLite's write lock at
@@ -12,7 +14,8 @@ the start of each transaction (BEGIN IMMEDIATE) and wait for it (busy timeout), 
 adding at once neither lose nor corrupt an entry.
 
 The schema version is SQLite's `user_version`; a `meta` table tags the file as a zkfp registry.
-A file that is not one, or one written by a newer schema, is refused, never modified.
+A file that is not one, or one written by a newer schema, is refused, never modified. A schema 1
+file (before releases were recorded) is read as it is and upgraded when first opened for writing.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from fingerprint.fpjson import Fingerprint
 from zkfp.errors import RegistryError
 
 FORMAT = "zkfp-registry"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the release column
 ENV = "ZKFP_REGISTRY"
 BUSY_TIMEOUT_S = 60.0
 
@@ -50,10 +53,13 @@ CREATE TABLE fingerprints (
     srs_kind TEXT,
     model TEXT NOT NULL,                  -- JSON: what the file said about the model
     source TEXT NOT NULL,                 -- the file or bundle it was added from
-    added_at REAL NOT NULL
+    added_at REAL NOT NULL,
+    release TEXT                          -- the published release folder, if given when added (schema 2)
 );
 CREATE INDEX fingerprints_by_tokens ON fingerprints (token_ids);
 """
+_INSERT_COLUMNS = ("name, digest, spec, token_ids, v, invariants, proven, commitment_digest, srs_kind, model, source, "
+                   "added_at, release")
 
 
 def default_path() -> Path:
@@ -76,6 +82,7 @@ class Entry:
     model: dict
     source: str
     added_at: float
+    release: str | None = None  # the published release folder, checked when the entry was added
 
 
 @dataclass(frozen=True)
@@ -134,11 +141,24 @@ class Registry:
                 version, tables = self._schema_state()
         except sqlite3.DatabaseError as exc:
             raise RegistryError(f"{self.path} is not a zkfp registry ({exc})") from None
+        if version == 1 and create:
+            self._upgrade_from_1()
+            version, tables = self._schema_state()
         if version > SCHEMA_VERSION:
             raise RegistryError(f"registry {self.path} was written by a newer zkfp (schema {version}; this zkfp "
                                 f"reads schema {SCHEMA_VERSION}): upgrade zkfp to use it")
         if "meta" not in tables or self._format() != FORMAT or version < 1:
             raise RegistryError(f"{self.path} is not a zkfp registry (an SQLite file without the zkfp registry tag)")
+        # read-only, a schema 1 file is read as it is: no entry of it records a release
+        self._columns = self._ENTRY_COLUMNS + (", release" if version >= 2 else ", NULL")
+
+    def _upgrade_from_1(self) -> None:
+        if self._format() != FORMAT:
+            return  # not ours: refused below, untouched
+        with self._write():
+            if self._schema_state()[0] == 1:  # another process may have upgraded it meanwhile
+                self._db.execute("ALTER TABLE fingerprints ADD COLUMN release TEXT")
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _schema_state(self) -> tuple[int, set[str]]:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -167,7 +187,7 @@ class Registry:
 
     # -- changing ------------------------------------------------------------------------------
     def add(self, fp: Fingerprint, name: str, *, source: str, proven: bool = False,
-            commitment_digest: str | None = None, srs_kind: str | None = None) -> Entry:
+            commitment_digest: str | None = None, srs_kind: str | None = None, release: str | None = None) -> Entry:
         """Store `fp` under `name`; refuse a taken name or a fingerprint already registered."""
         if not name or name != name.strip():
             raise RegistryError(f"invalid entry name {name!r}")
@@ -176,14 +196,14 @@ class Registry:
         invs = None if fp.invariants is None else np.asarray(fp.invariants, dtype="<f4").tobytes()
         row = (name, digest, json.dumps(fp.spec, sort_keys=True), json.dumps([int(t) for t in fp.token_ids]), v,
                invs, int(proven), commitment_digest, srs_kind, json.dumps(fp.model, sort_keys=True), source,
-               time.time())
+               time.time(), release)
         with self._write():
             same = self._db.execute("SELECT name FROM fingerprints WHERE digest = ?", (digest,)).fetchone()
             if same:
                 raise RegistryError(f"this fingerprint is already registered as {same[0]!r}; nothing added")
             if self._db.execute("SELECT 1 FROM fingerprints WHERE name = ?", (name,)).fetchone():
                 raise RegistryError(f"the name {name!r} is taken in {self.path}; choose another with --name")
-            self._db.execute("INSERT INTO fingerprints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            self._db.execute(f"INSERT INTO fingerprints ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 13)})", row)
         return self.get(name)
 
     def remove(self, name: str) -> None:
@@ -195,11 +215,11 @@ class Registry:
     _ENTRY_COLUMNS = "name, digest, spec, token_ids, proven, commitment_digest, srs_kind, model, source, added_at"
 
     def entries(self) -> list[Entry]:
-        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM fingerprints ORDER BY added_at, name")
+        rows = self._db.execute(f"SELECT {self._columns} FROM fingerprints ORDER BY added_at, name")
         return [_entry(r) for r in rows]
 
     def get(self, name: str) -> Entry:
-        row = self._db.execute(f"SELECT {self._ENTRY_COLUMNS} FROM fingerprints WHERE name = ?", (name,)).fetchone()
+        row = self._db.execute(f"SELECT {self._columns} FROM fingerprints WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise RegistryError(f"no entry named {name!r} in {self.path}")
         return _entry(row)
@@ -209,7 +229,7 @@ class Registry:
 
     def groups(self) -> list[Group]:
         """Every entry with its vectors, grouped by (spec, token ids): one matrix per group."""
-        rows = self._db.execute(f"SELECT {self._ENTRY_COLUMNS}, v, invariants FROM fingerprints")  # unsorted:
+        rows = self._db.execute(f"SELECT {self._columns}, v, invariants FROM fingerprints")  # unsorted:
         by_key: dict[tuple[str, str], list] = {}  # sorting would copy every blob; identify ranks anyway
         for r in rows:
             by_key.setdefault((r[3], r[2]), []).append(r)
@@ -241,7 +261,7 @@ class _Transaction:
 
 def _entry(r, parsed: dict | None = None) -> Entry:
     """An Entry from a row; `parsed` memoises the JSON texts that many rows share (read-only use)."""
-    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added = r[:10]
+    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added, release = r[:11]
     def load(text: str):
         if parsed is None:
             return json.loads(text)
@@ -250,41 +270,57 @@ def _entry(r, parsed: dict | None = None) -> Entry:
         return parsed[text]
 
     return Entry(name=name, digest=digest, spec=load(spec), token_ids=tuple(load(ids)), proven=bool(proven),
-                 commitment_digest=commitment, srs_kind=srs_kind, model=load(model), source=source, added_at=added)
+                 commitment_digest=commitment, srs_kind=srs_kind, model=load(model), source=source, added_at=added,
+                 release=release)
 
 
 def _group(rows: list, parsed: dict) -> Group:
     entries = [_entry(r, parsed) for r in rows]
-    m = len(rows[0][10]) // 4
-    v = np.frombuffer(b"".join(r[10] for r in rows), dtype="<f4").reshape(len(rows), m)
-    has = np.array([r[11] is not None for r in rows])
+    m = len(rows[0][11]) // 4
+    v = np.frombuffer(b"".join(r[11] for r in rows), dtype="<f4").reshape(len(rows), m)
+    has = np.array([r[12] is not None for r in rows])
     invariants = None
     if has.any():  # only the entries that carry them: a v-only entry (a bundle's) costs nothing here
-        invariants = np.frombuffer(b"".join(r[11] for r in rows if r[11] is not None),
+        invariants = np.frombuffer(b"".join(r[12] for r in rows if r[12] is not None),
                                    dtype="<f4").reshape(int(has.sum()), -1)
     return Group(spec=entries[0].spec, token_ids=entries[0].token_ids, entries=entries, v=v,
                  invariants=invariants, has_invariants=has)
 
 
 def add_file(registry: Registry, path: str | os.PathLike, name: str | None = None, *, srs=None,
-             allow_dev_srs: bool = False) -> Entry:
+             allow_dev_srs: bool = False, release: str | os.PathLike | None = None) -> Entry:
     """Add a proof bundle (verified first; refused, and nothing stored, unless it is valid) or an
-    FP.json (stored as unproven). The name defaults to the bundle folder's or the file's stem."""
+    FP.json (stored as unproven). The name defaults to the bundle folder's or the file's stem.
+
+    `release`: the published release (or model) folder, recorded so that `identify` can compare
+    suspects on the weights. It is checked first: a bundle must verify against it (its
+    commitments), an FP.json's v must be the release's own (`identify.is_release_of`)."""
     from fingerprint import fpjson
 
     path = Path(path)
     name = name or (path.name if path.is_dir() else path.stem)
+    if release is not None and not Path(release).is_dir():
+        raise RegistryError(f"the release {release} is not a folder; nothing added")
+    recorded = None if release is None else str(Path(release).resolve())
     if fpjson.is_bundle(path):
         from verifier.verify import verify_bundle
 
-        res = verify_bundle(path, srs=srs, allow_dev_srs=allow_dev_srs)
+        res = verify_bundle(path, release, srs=srs, allow_dev_srs=allow_dev_srs)
         if not res.ok:
-            raise RegistryError(f"bundle {path} did not verify ({res.status}: {'; '.join(res.reasons)}); "
+            against = f" against the release {release}" if release is not None else ""
+            raise RegistryError(f"bundle {path} did not verify{against} ({res.status}: {'; '.join(res.reasons)}); "
                                 "nothing added")
         fp = fpjson.from_json(fpjson.bundle_fingerprint_json(path, v=res.v), f"bundle {path}")
         return registry.add(fp, name, source=str(path), proven=True, commitment_digest=res.commitment_digest,
-                            srs_kind=res.checks.get("srs", {}).get("kind"))
+                            srs_kind=res.checks.get("srs", {}).get("kind"), release=recorded)
     if path.is_dir():
         raise RegistryError(f"{path} is a folder but not a proof bundle: register a bundle or an FP.json "
                             "(fingerprint a model with zkfp fingerprint MODEL --out FP.json)")
-    return registry.add(fpjson.load(path), name, source=str(path))
+    fp = fpjson.load(path)
+    if release is not None:
+        from fingerprint.identify import is_release_of
+
+        if not is_release_of(release, fp.token_ids, np.asarray(fp.v)):
+            raise RegistryError(f"{release} is not the model of {path}: its fingerprint on the file's token ids "
+                                "differs; nothing added")
+    return registry.add(fp, name, source=str(path), release=recorded)

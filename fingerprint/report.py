@@ -46,7 +46,8 @@ def _figure(cls: str, alt: str, v, caption: str) -> str:
 def _match_figure(rank: int, m: Match) -> str:
     colour = _VERDICT_COLOUR.get(m.verdict, "#222")
     caption = (f"#{rank} <b>{html.escape(m.name)}</b><br>similarity {m.similarity:.2f} ({m.basis})<br>"
-               f'<span class="verdict" style="color:{colour}">{m.verdict}</span><br>{_proven(m)}')
+               f'<span class="verdict" style="color:{colour}">{m.verdict}</span><br>{_proven(m)}'
+               + (f"<br><small>{html.escape(m.note)}</small>" if m.note else ""))
     return _figure("match", f"fingerprint of {m.name}", m.v, caption)
 
 
@@ -72,7 +73,8 @@ def html_report(ident: Identification, top: int = TOP) -> str:
         + f"<td>{_proven(m)}</td></tr>"
         for i, m in enumerate(ident.matches, start=1))
     summary = (f"{len(ranked)} of {len(ident.matches)} registered fingerprints compared; best first "
-               "(similarity: 100 × cosine per layer, layers aligned, on the invariants where both carry them, else on v)")
+               "(similarity: 100 × cosine per layer, layers aligned: on the weights where the entry's release is at "
+               "hand, else on the invariants where both carry them, else on v)")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>zkfp identify: {html.escape(ident.suspect)}</title>
 <style>{_CSS}</style></head>

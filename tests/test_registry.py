@@ -200,6 +200,27 @@ def test_a_registry_from_a_newer_schema_is_refused(tmp_path):
     assert r.returncode == 2 and "newer zkfp" in r.stderr
 
 
+def test_a_schema_1_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path):
+    """Schema 1 (before releases were recorded): read-only use leaves the file alone; the first
+    write adds the release column and keeps every entry."""
+    reg = tmp_path / "r.sqlite"
+    with Registry(reg) as db:
+        db.add(synthetic(1), "old", source="test")
+    with sqlite3.connect(reg) as db:  # the file as the previous zkfp wrote it
+        db.execute("ALTER TABLE fingerprints DROP COLUMN release")
+        db.execute("PRAGMA user_version = 1")
+    before = reg.read_bytes()
+    with Registry(reg, create=False) as db:
+        assert [(e.name, e.release) for e in db.entries()] == [("old", None)]
+        assert [e.name for g in db.groups() for e in g.entries] == ["old"]
+    assert reg.read_bytes() == before
+    with Registry(reg) as db:
+        db.add(synthetic(2), "new", source="test", release="/somewhere")
+        assert [(e.name, e.release) for e in db.entries()] == [("old", None), ("new", "/somewhere")]
+    with sqlite3.connect(reg) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
 def test_a_folder_that_is_neither_a_bundle_nor_a_file_is_refused(tmp_path):
     (tmp_path / "model").mkdir()
     with Registry(tmp_path / "r.sqlite") as reg, pytest.raises(RegistryError, match="not a proof bundle"):
@@ -387,6 +408,19 @@ def test_a_bundle_is_verified_then_registered_as_proven_and_identifies_its_model
     assert other["name"] == "stranger" and not other["proven"]
     out = json.loads(zkfp("compare", bundle, embedded.path(), "--json").stdout)
     assert out["suspect_fingerprinted"] and out["verdict"] == "same-lineage"
+
+
+def test_a_bundle_is_registered_with_its_release_only_if_it_verifies_against_it(bundle, release, other_release,
+                                                                                tmp_path):
+    reg = tmp_path / "r.sqlite"
+    r = zkfp("registry", "add", bundle, "--allow-dev-srs", "--release", other_release, "--registry", reg)
+    assert r.returncode == 2 and f"did not verify against the release {other_release}" in r.stderr, r.stderr
+    assert "nothing added" in r.stderr
+    r = zkfp("registry", "add", bundle, "--name", "embedded", "--allow-dev-srs", "--release", release,
+             "--registry", reg)
+    assert r.returncode == 0 and "with its release" in r.stdout, r.stderr
+    (entry,) = json.loads(zkfp("registry", "list", "--json", "--registry", reg).stdout)
+    assert entry["name"] == "embedded" and entry["proven"] and entry["release"] == str(Path(release).resolve())
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -112,3 +113,37 @@ def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama,
     assert json.loads(r.stdout)["matches"][0]["basis"] == "weights"
     r = run("identify", suspect, "--registry", registry, "--release", "base")
     assert r.returncode != 0 and "expected NAME=DIR" in r.stderr
+
+
+def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_models, derived, tmp_path):
+    """`registry add FP.json --release DIR` checks the release and records it; identify then scores a
+    model suspect on that release's weights; a release that is gone leaves the fingerprint's score
+    and a note."""
+    from fingerprint.extract import extract, save
+    from fingerprint.identify import identify
+    from fingerprint.registry import Registry, add_file
+    from zkfp.errors import RegistryError
+
+    base = tmp_path / "published"
+    shutil.copytree(llama, base)
+    twin = tiny_models("llama", seed=1, steps=150, layers=3)
+    suspect = derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
+    save(extract(base), tmp_path / "base.json")
+    registry = tmp_path / "registry.sqlite"
+    with Registry(registry) as reg:
+        with pytest.raises(RegistryError, match="is not the model of .*nothing added"):
+            add_file(reg, tmp_path / "base.json", "base", release=twin)
+        assert len(reg) == 0
+        entry = add_file(reg, tmp_path / "base.json", "base", release=base)
+        assert entry.release == str(base.resolve())
+        (best,) = identify(suspect, reg).matches
+        assert (best.basis, best.verdict, best.note) == ("weights", "same-lineage", None)
+        assert best.similarity == pytest.approx(W.compare_weights(base, suspect)["similarity"])
+        (as_published,) = identify(tmp_path / "base.json", reg).matches  # an FP.json suspect: no weights
+        assert as_published.basis == "invariants"
+
+    shutil.rmtree(base)
+    r = subprocess.run([sys.executable, "-m", "zkfp.cli", "identify", str(suspect), "--registry", str(registry)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "invariants" in r.stdout and f"note: its recorded release {base.resolve()} is gone" in r.stdout
