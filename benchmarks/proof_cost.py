@@ -67,12 +67,23 @@ def _ctx(release: str):
     return shape, release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
 
 
+def _plan(shape):
+    from circuits import pipeline
+    from circuits.plan import make_plan
+
+    return make_plan(shape, pipeline.logrows_for(shape))
+
+
 def step_compile(release: str) -> dict:
     from circuits import pipeline
 
     shape, _ = _ctx(release)
-    logrows = pipeline.logrows_for(shape)
-    rows = {part: pipeline.build(shape, part, logrows).settings_json()["num_rows"] for part in pipeline.PARTS}
+    plan = _plan(shape)
+    logrows = plan.logrows
+    rows: dict[str, int] = {}  # the largest circuit of each kind
+    for part in plan.parts.values():
+        n = pipeline.build(part, logrows).settings_json()["num_rows"]
+        rows[part.kind] = max(n, rows.get(part.kind, 0))
     return {"logrows": logrows, "rows": rows["terms"], "encoder_rows": rows["encoder"],
             "weights": shape.weight_elements(), "estimate": shape.estimate_rows()}
 
@@ -88,8 +99,9 @@ def step_setup(release: str, srs: str) -> dict:
     from circuits.srs import srs_file
 
     shape, _ = _ctx(release)
-    for part in pipeline.PARTS:
-        pipeline.keys(pipeline.build(shape, part), srs_file(srs))
+    plan = _plan(shape)
+    for part in plan.parts.values():
+        pipeline.keys(pipeline.build(part, plan.logrows), srs_file(srs))
     return {}
 
 
