@@ -256,7 +256,7 @@ def test_processes_adding_at_once_lose_and_corrupt_nothing(tmp_path):
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     lines = [line for out, _ in outs for line in out.splitlines()]
-    assert sum(line.startswith("added") for line in lines) == 24
+    assert sum(line.startswith("added") for line in lines) == 24, [line for line in lines if line.startswith("refused")]
     refused = [line for line in lines if line.startswith("refused")]
     assert len(refused) == 2 and all("already registered" in line for line in refused)
     with Registry(reg, create=False) as db:
