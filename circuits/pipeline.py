@@ -256,7 +256,7 @@ def logrows_for(shape: CircuitShape) -> int:
 def build(part: Part, logrows: int) -> Circuit:
     """One compiled circuit at `logrows`. Cached."""
     check_fits(logrows)
-    final = cache_dir() / "circuits" / f"{part.key()}-{part.kind}-k{logrows}"
+    final = cache_dir() / "circuits" / circuit_name(part, logrows)
     if (final / "model.compiled").is_file():
         return Circuit(part, final)
     import ezkl
@@ -279,8 +279,18 @@ def build(part: Part, logrows: int) -> Circuit:
     return Circuit(part, final)
 
 
+def circuit_name(part: Part, logrows: int) -> str:
+    """The cache name of a part's circuit at `logrows` (its folder, and its keys' with the SRS)."""
+    return f"{part.key()}-{part.kind}-k{logrows}"
+
+
 def keys_folder(circuit: Circuit, srs: SrsInfo) -> Path:
-    return cache_dir() / "keys" / f"{circuit.folder.name}-{srs.sha256[:16]}"
+    return keys_folder_of(circuit.folder.name, srs)
+
+
+def keys_folder_of(name: str, srs: SrsInfo) -> Path:
+    """Where the keys of the circuit named `name` (`circuit_name`) live, built or not."""
+    return cache_dir() / "keys" / f"{name}-{srs.sha256[:16]}"
 
 
 def keys(circuit: Circuit, srs: SrsInfo) -> Keys:

@@ -127,7 +127,8 @@ def _trim_key_cache(plan, info) -> None:
     1 GB); this plan's stay, so a re-run or the next release of this shape skips setup."""
     from circuits import pipeline
 
-    keep = {pipeline.keys_folder(pipeline.build(part, plan.logrows), info) for part in plan.parts.values()}
+    # named, not built: compiling stays in the runner's setup stage, in parallel
+    keep = {pipeline.keys_folder_of(pipeline.circuit_name(part, plan.logrows), info) for part in plan.parts.values()}
     pipeline.trim_keys(pipeline.keys_max_bytes(), keep)
 
 
