@@ -161,8 +161,17 @@ class Registry:
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _schema_state(self) -> tuple[int, set[str]]:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        """The schema version and the tables, read in one snapshot. Read apart, a process creating
+        the registry between the two reads shows its tables with version 0: a foreign file."""
+        own = not self._db.in_transaction
+        if own:
+            self._db.execute("BEGIN")
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            if own and self._db.in_transaction:
+                self._db.execute("COMMIT")
         return version, tables
 
     def _format(self) -> str | None:

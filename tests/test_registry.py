@@ -269,6 +269,52 @@ def test_processes_adding_at_once_lose_and_corrupt_nothing(tmp_path):
         np.testing.assert_array_equal(stored[Path(f).name], np.asarray(load(f).v, dtype=np.float32))
 
 
+def test_a_registry_created_by_another_process_while_it_is_opened_is_not_taken_for_a_foreign_file(
+        tmp_path, monkeypatch):
+    """Opening reads the schema version, then the tables. If another process created the registry
+    between the two reads, the file showed tables at version 0 and was refused as "not a zkfp
+    registry" (one of the racing adds above, once in CI): both are read in one snapshot."""
+    import threading
+
+    reg = tmp_path / "r.sqlite"
+    real_connect, created, failures = sqlite3.connect, [], []
+
+    def create_elsewhere():
+        try:
+            Registry(reg).close()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    class CreatedAfterTheFirstRead:
+        def __init__(self, db):
+            self._db = db
+
+        def execute(self, sql, *args):
+            cursor = self._db.execute(sql, *args)
+            if sql == "PRAGMA user_version" and not created:
+                created.append(threading.Thread(target=create_elsewhere))
+                created[0].start()
+                created[0].join(timeout=2)  # done at once, unless this connection's snapshot holds it back
+            return cursor
+
+        def __getattr__(self, name):
+            return getattr(self._db, name)
+
+    def connect(*args, **kwargs):  # the first connection is the one under test; the creator's is plain
+        created_by_now = bool(created)
+        db = real_connect(*args, **kwargs)
+        return db if created_by_now else CreatedAfterTheFirstRead(db)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with Registry(reg) as db:
+        assert len(db) == 0
+    created[0].join()
+    assert not failures, failures
+    monkeypatch.undo()
+    with Registry(reg, create=False) as db:
+        assert db.entries() == []
+
+
 def test_a_registry_locked_too_long_is_a_clear_error(tmp_path, monkeypatch):
     import fingerprint.registry as R
 
