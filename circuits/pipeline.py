@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuits.plan import Part
-from circuits.spec import CHUNK_LOGROWS, CircuitShape
+from circuits.spec import CHUNK_LOGROWS, DECOMP_BASE, CircuitShape
 from circuits.srs import SrsInfo, cache_dir
 from zkfp.errors import ZkfpError
 
@@ -106,9 +106,12 @@ def check_fits(logrows: int, limit: int | None = None) -> None:
     """Refuse, before any work, circuits too large for this machine's memory."""
     limit = max_logrows() if limit is None else limit
     if logrows > limit:
+        smaller = (f": prove it in smaller chunks (zkfp prove --chunk-rows {(1 << limit) - ROW_RESERVE:,})"
+                   if limit >= (2 * DECOMP_BASE).bit_length() else "")
         raise ZkfpError(
             f"this model's circuits have 2^{logrows} rows, about {(PROVE_BYTES_PER_ROW << logrows) / 1e9:.1f} GB "
-            f"each to prove (30 KB per row, measured); this machine's memory proves circuits up to 2^{limit} rows")
+            f"each to prove (30 KB per row, measured); this machine's memory proves circuits up to 2^{limit} rows"
+            + smaller)
 
 
 def run_args(part: Part):
@@ -251,6 +254,21 @@ def logrows_for(shape: CircuitShape) -> int:
     tmp.write_text(str(logrows))
     os.replace(tmp, pointer)
     return logrows
+
+
+def plan_logrows(shape: CircuitShape, chunk_rows: int | None = None) -> int:
+    """The logrows of a plan: the shape's (`logrows_for`), or for a smaller row budget per chunk
+    the smallest 2^k that holds it. A smaller budget is asked for to prove in less memory, and a
+    proof's memory follows 2^logrows, not the rows its circuit fills. A pure function of the shape
+    and the budget, as the plan is: prover, verifier and `zkfp commit` agree on it."""
+    logrows = logrows_for(shape)
+    if chunk_rows is None:
+        return logrows
+    if not 0 < chunk_rows <= (1 << logrows) - ROW_RESERVE:
+        raise ValueError(f"a row budget per chunk must be between 1 and {(1 << logrows) - ROW_RESERVE:,} for this "
+                         f"model (its circuit's 2^{logrows} rows less ezkl's reserve), not {chunk_rows:,}")
+    fitting = (chunk_rows + ROW_RESERVE - 1).bit_length()  # the least k with chunk_rows ≤ 2^k − reserve
+    return min(logrows, max(fitting, (2 * shape.decomp_base).bit_length()))
 
 
 def build(part: Part, logrows: int) -> Circuit:

@@ -61,7 +61,8 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
 
     `workers`: chunks proved at once on this machine (default: as many as its memory and CPUs
     hold); `ray_address`: an existing Ray cluster instead; `chunk_rows`: a smaller row budget per
-    chunk than the circuit's 2^logrows (more, smaller chunks; recorded in the bundle)."""
+    chunk than the circuit's 2^logrows (more, smaller chunks at the smallest logrows that holds
+    them, so each proof needs less memory; recorded in the bundle)."""
     import ezkl
 
     from circuits import pipeline
@@ -82,7 +83,10 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
     with _Progress(progress) as bar:
         bar.stage("reading release")
         rel, shape, token_ids, tensors, release_files = _read_release(release_dir)
-        logrows = pipeline.logrows_for(shape)
+        try:
+            logrows = pipeline.plan_logrows(shape, chunk_rows)
+        except ValueError as exc:
+            raise ZkfpError(f"--chunk-rows: {exc}") from None
         pipeline.check_fits(logrows)
         try:
             plan = make_plan(shape, logrows, chunk_rows)

@@ -14,7 +14,9 @@ def _cache_outside_home(tmp_path_factory):
     processes inherit it)."""
     saved = os.environ.get("ZKFP_CACHE")
     os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
-    # a proving key at 2^17 takes 0.7-2.8 GB: keep a few beyond the proof's own (CI's disk is shared)
+    # A proving key at 2^17 takes 0.7-2.8 GB and CI's disk is shared: keep a few beyond the proof's
+    # own. Files run in name order, so every proof of the embedded shape (test_prove_verify) comes
+    # before the other shapes' (its last test, then test_prove_verify_chunked) and sets it up once.
     os.environ["ZKFP_KEYS_MAX_GB"] = "6"
     os.environ["ZKFP_REGISTRY"] = str(tmp_path_factory.mktemp("zkfp-registry") / "registry.sqlite")
     # Ray (the prover's scheduler) keeps its session files under RAY_TMPDIR and, with token
@@ -90,25 +92,38 @@ def disguised(derived):
 
 
 @pytest.fixture(scope="session")
-def release(tmp_path_factory):
-    """The embedded tiny model, Taylor-protected with the defaults (the proof tests' model)."""
-    import taylor
-    from zkfp.zoo import embedded
+def demo(tmp_path_factory):
+    """`zkfp demo`'s output folder. The demo protects the embedded tiny model with the defaults and
+    proves the release with a dev SRS: its release and bundle are the proof tests' (one proof,
+    not two: each costs minutes)."""
+    from zkfp.demo import run
 
-    return Path(taylor.protect(embedded.path(), tmp_path_factory.mktemp("rel") / "release"))
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    assert run(str(out)) == 0, "zkfp demo failed"
+    return out
+
+
+@pytest.fixture(scope="session")
+def release(demo):
+    """The embedded tiny model, Taylor-protected with the defaults (the proof tests' model)."""
+    return demo / "release"
+
+
+@pytest.fixture(scope="session")
+def bundle(demo):
+    """The proof bundle of `release` (dev SRS), made once per session."""
+    return demo / "bundle"
 
 
 @pytest.fixture(scope="session")
 def other_release(tmp_path_factory, tiny_models):
+    """Another model of the embedded model's shape (so the session's keys prove it), shipped in
+    bf16 as most real checkpoints are, Taylor-protected."""
+    import torch
+
     import taylor
+    from zkfp.zoo import embedded
 
-    src = tiny_models("llama", seed=3, steps=20)
+    spec = dict(embedded.SPEC)
+    src = tiny_models(spec.pop("family"), seed=3, steps=20, dtype=torch.bfloat16, **spec)
     return Path(taylor.protect(src, tmp_path_factory.mktemp("rel2") / "release"))
-
-
-@pytest.fixture(scope="session")
-def bundle(release, tmp_path_factory):
-    """The proof bundle of `release` (dev SRS), made once per session."""
-    from prover import prove
-
-    return Path(prove(release, tmp_path_factory.mktemp("b") / "bundle", dev_srs=True, progress=False))

@@ -183,8 +183,24 @@ def test_an_8b_model_is_cut_into_chunks_that_fit_and_a_small_machine_is_refused(
     assert len(plan.terms_chunks) > 1000 and all(c.part.shape.estimate_rows() < 2 ** 18 for c in plan.terms_chunks)
     assert any(c.part.kind == "sum" for c in plan.chunks), "more chunks than the encoder's fan-in"
     assert len(plan.parts) < 10, "setup is paid per circuit shape, not per chunk"
-    with pytest.raises(ZkfpError, match=r"2\^18 rows, about 7.9 GB each to prove .* up to 2\^17 rows"):
+    with pytest.raises(ZkfpError, match=r"2\^18 rows, about 7.9 GB each to prove .* up to 2\^17 rows: prove it "
+                                        r"in smaller chunks \(zkfp prove --chunk-rows 130,048\)"):
         check_fits(18, limit=17)
+
+
+def test_a_smaller_row_budget_per_chunk_proves_at_a_smaller_logrows(embedded_inputs):
+    """A proof's memory follows 2^logrows, so `--chunk-rows` lowers the plan's logrows to the least
+    that holds the budget (never below the decomposition's 2^16); a budget beyond the shape's own
+    circuit is refused."""
+    from circuits.pipeline import ROW_RESERVE, logrows_for, plan_logrows
+
+    _, shape, _ = embedded_inputs
+    assert logrows_for(shape) == plan_logrows(shape) == 17
+    assert plan_logrows(shape, (1 << 16) - ROW_RESERVE) == 16 and plan_logrows(shape, (1 << 16) - ROW_RESERVE + 1) == 17
+    assert plan_logrows(shape, 5_000) == 16 and plan_logrows(shape, (1 << 17) - ROW_RESERVE) == 17
+    for impossible in (0, (1 << 17) - ROW_RESERVE + 1):
+        with pytest.raises(ValueError, match="must be between 1 and 130,048 for this model"):
+            plan_logrows(shape, impossible)
 
 
 def test_circuit_size_limit_follows_the_machines_memory():

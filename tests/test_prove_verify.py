@@ -413,27 +413,6 @@ def test_failed_prove_with_force_leaves_the_old_bundle_whole(copy, release):
     assert _files(copy) == before
 
 
-@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])
-def test_layernorm_families_prove_and_verify(tiny_models, tmp_path, family):
-    """GPT-2 and GPT-NeoX releases (LayerNorm, fused qkv, plain GELU MLP with a folded bias):
-    proved, and verified without and against the release; v is the float fingerprint's."""
-    import numpy as np
-
-    import taylor
-    from fingerprint.extract import extract
-    from prover import prove
-
-    rel = taylor.protect(tiny_models(family, seed=0, steps=5), tmp_path / "rel")
-    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
-    m = json.loads((out / "manifest.json").read_text())
-    assert m["model"]["family"] == family and m["circuit"]["shape"]["mlp"] == "plain"
-    assert _verify(out).ok
-    res = _verify(out, rel)
-    assert res.ok and res.checks["consistency"] == "ok", res.reasons
-    v, ref = np.array(res.v), np.array(extract(rel).v)
-    assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) >= 0.99
-
-
 def test_cli_exit_codes(bundle, release, tmp_path):
     base = [sys.executable, "-m", "zkfp.cli", "verify", str(bundle), "--release", str(release)]
     env = dict(os.environ)
@@ -468,36 +447,19 @@ def test_bundle_loads_as_a_fingerprint_for_compare(bundle, release):
     assert result["basis"] == "v" and result["verdict"] == "same-lineage"
 
 
-def test_demo_runs_the_whole_flow(tmp_path):
-    """protect → fingerprint → prove → verify → compare on the embedded model (keys cached by
-    the bundle fixture's shape)."""
-    from zkfp.demo import run
-
-    assert run(str(tmp_path / "demo")) == 0
+def test_demo_runs_the_whole_flow(demo):
+    """protect → fingerprint → prove → verify → compare on the embedded model (the `demo` fixture
+    runs it once: its release and bundle are the session's)."""
     for name in ("fingerprints.png", "bundle/manifest.json", "bundle/fingerprint.png", "release/manifest.json"):
-        assert (tmp_path / "demo" / name).is_file(), name
+        assert (demo / name).is_file(), name
 
 
-def test_bf16_release_proves_and_verifies(bundle, tmp_path):
-    """Most real checkpoints ship bf16: the embedded model in bf16 is protected, proved (the same
-    shape, so the session's keys are reused) and verified, without and with its release."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import taylor
-    from prover import prove
-    from zkfp.zoo import embedded
-
-    src = tmp_path / "bf16"
-    AutoModelForCausalLM.from_pretrained(embedded.path(), dtype=torch.bfloat16).save_pretrained(src)
-    for side in embedded.path().iterdir():
-        if side.is_file() and not side.name.endswith((".safetensors", ".json")) or side.name.startswith("tokenizer"):
-            shutil.copyfile(side, src / side.name)
-    rel = Path(taylor.protect(src, tmp_path / "release"))
-    assert "BF16" in json.loads((rel / "manifest.json").read_text())["dtypes"]["source_weights"]
-    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
-    assert _verify(out).ok
-    res = _verify(out, rel)
+def test_bf16_release_proves_and_verifies(other_release, other_bundle):
+    """Most real checkpoints ship bf16: `other_release` is protected from one, proved and verified,
+    without and with its release."""
+    assert "BF16" in json.loads((other_release / "manifest.json").read_text())["dtypes"]["source_weights"]
+    assert _verify(other_bundle).ok
+    res = _verify(other_bundle, other_release)
     assert res.ok, res.reasons
 
 
@@ -538,3 +500,26 @@ def test_a_huge_private_factor_cannot_satisfy_the_encoder(release, bundle, tmp_p
     assert attempt(u), "the honest factor satisfies the encoder"
     huge = ints_to_felts([2 ** 200])[0]
     assert not attempt([huge] + u[1:])
+
+
+def test_a_layernorm_family_proves_and_verifies(tiny_models, tmp_path):
+    """A GPT-2 release (LayerNorm, fused qkv, plain GELU MLP with a folded bias): proved, and
+    verified without and against the release; v is the float fingerprint's. One proof per MLP
+    kind: GPT-NeoX's circuit is this one with another activation, and its float reference is
+    checked against fingerprint.extract in test_circuits. (Last in the file: its keys would push
+    the embedded shape's out of the session's bounded key cache.)"""
+    import numpy as np
+
+    import taylor
+    from fingerprint.extract import extract
+    from prover import prove
+
+    rel = taylor.protect(tiny_models("gpt2", seed=0, steps=5), tmp_path / "rel")
+    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["family"] == "gpt2" and m["circuit"]["shape"]["mlp"] == "plain"
+    assert _verify(out).ok
+    res = _verify(out, rel)
+    assert res.ok and res.checks["consistency"] == "ok", res.reasons
+    v, ref = np.array(res.v), np.array(extract(rel).v)
+    assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) >= 0.99

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from circuits.finish import BN254_R
+from zkfp.errors import ZkfpError
 
 
 def quantise(values: np.ndarray, scale: int) -> list[str]:
@@ -64,7 +65,10 @@ def commit_release(release_dir: str | Path, srs: str | Path, chunk_rows: int | N
     rel = Release(release_dir)
     shape = shape_of(rel, fspec.K_TOKENS, fspec.M_DIM)
     inputs = release_inputs(rel, shape, fspec.select_tokens(rel.vocab(), shape.k))
-    plan = make_plan(shape, pipeline.logrows_for(shape), chunk_rows)
+    try:
+        plan = make_plan(shape, pipeline.plan_logrows(shape, chunk_rows), chunk_rows)
+    except ValueError as exc:
+        raise ZkfpError(f"--chunk-rows: {exc}") from None
     info = srs_mod.srs_file(srs, plan.logrows)
     circuits = {}
     for c in plan.terms_chunks:

@@ -192,17 +192,18 @@ def _plan(b: Bundle, shape):
     from circuits import pipeline
     from circuits.plan import make_plan
 
-    with _refused_by_ezkl("cannot lay out this bundle's circuits"):
-        logrows = pipeline.logrows_for(shape)
+    with _refused_by_ezkl("cannot lay out this bundle's circuits"):  # ezkl counts the shape's rows
+        try:
+            logrows = pipeline.plan_logrows(shape, b.chunk_rows)
+        except ValueError as exc:
+            raise _Invalid(f"the bundle's row budget per chunk does not fit: {exc}") from None
     if logrows != b.logrows:
-        raise _Invalid(f"the bundle's logrows {b.logrows} is not its circuit's ({logrows})")
-    if not 0 < b.chunk_rows <= (1 << logrows) - pipeline.ROW_RESERVE:
-        raise _Invalid(f"the bundle's row budget per chunk ({b.chunk_rows}) does not fit 2^{logrows} rows")
-    try:
-        with _refused_by_ezkl("cannot lay out this bundle's circuits"):
+        raise _Invalid(f"the bundle's logrows {b.logrows} is not its plan's ({logrows})")
+    with _refused_by_ezkl("cannot lay out this bundle's circuits"):
+        try:
             plan = make_plan(shape, logrows, b.chunk_rows)
-    except ValueError as exc:
-        raise _Invalid(f"the bundle's row budget per chunk cannot hold this model: {exc}") from None
+        except ValueError as exc:  # raised here, or _refused_by_ezkl would word it as ezkl's failure
+            raise _Invalid(f"the bundle's row budget per chunk cannot hold this model: {exc}") from None
     names, want = [p.name for p in b.proofs], [c.name for c in plan.chunks]
     if names != want:
         missing = [n for n in want if n not in names]

@@ -1,9 +1,10 @@
 """A model proved in chunks (circuits.plan) on Ray: the run is interrupted, resumed and verified,
 and every way of tampering with the chunks or their links is refused with a reason.
 
-The embedded model fits one circuit; a row budget per chunk of 60,000 cuts it into attention,
-expanded-neuron and exact-neuron chunks per layer plus, since the encoder of both layers needs
-more rows than that, one encoder per layer, each summing its layer's partials."""
+The embedded model fits one circuit of 2^17 rows; a row budget per chunk of 60,000 cuts it into
+attention, expanded-neuron and exact-neuron chunks per layer plus, since the encoder of both
+layers needs more rows than that, one encoder per layer, each summing its layer's partials, all
+proved at 2^16 rows (the least that holds the budget)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def test_an_interrupted_run_leaves_no_bundle_and_the_rerun_resumes(interrupted, 
     assert bundle == out and (bundle / "manifest.json").is_file()
     assert not out.with_name(out.name + ".partial").exists(), "the work folder is removed once the bundle is written"
     assert timings["chunks"] == 8 and timings["circuits"] == 5
+    assert json.loads((bundle / "manifest.json").read_text())["circuit"]["logrows"] == 16
     assert timings["resumed"] >= len(finished), "the chunks proved before the interruption were not proved again"
 
 
@@ -123,6 +125,21 @@ def test_commit_with_the_bundles_budget_gives_its_digest(chunked, release):
     m = json.loads((chunked[0] / "manifest.json").read_text())
     srs = next(p for p in dev_path(0).parent.glob("dev-k*.srs"))
     assert commit_release(release, srs, m["circuit"]["chunk_rows"]) == m["commitment_digest"]
+
+
+def test_a_bundle_declaring_another_logrows_or_an_impossible_budget_is_refused(copy, release):
+    """The logrows follows from the budget: a budget that needs 2^17 rows with the bundle's 2^16 is
+    refused, and so are one beyond the model's own circuit and one too small for any chunk;
+    `zkfp commit` refuses a budget beyond the model's circuit too."""
+    _edit(copy, lambda m: m["circuit"].update(chunk_rows=100_000))
+    _refused(_verify(copy), "logrows 16 is not its plan's (17)")
+    _edit(copy, lambda m: m["circuit"].update(chunk_rows=200_000))
+    _refused(_verify(copy), "row budget per chunk does not fit", "between 1 and 130,048", "not 200,000")
+    _edit(copy, lambda m: m["circuit"].update(chunk_rows=5_000))
+    _refused(_verify(copy), "row budget per chunk cannot hold this model", "needs more than 5,000 rows")
+    r = subprocess.run([sys.executable, "-m", "zkfp.cli", "commit", str(release), "--srs", str(copy / "x.srs"),
+                        "--chunk-rows", "0"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0 and "--chunk-rows: a row budget per chunk must be between 1 and" in r.stderr, r.stderr
 
 
 def test_chunks_of_one_circuit_share_one_key_file(chunked):
@@ -250,8 +267,13 @@ def test_a_machine_too_small_for_one_chunk_is_refused_before_any_work(release, t
 
     pipeline.logrows_for(shape_of(Release(release), spec.K_TOKENS, spec.M_DIM))  # 17, cached
     monkeypatch.setattr(pipeline, "max_logrows", lambda memory_bytes=None: 16)
-    with pytest.raises(ZkfpError, match=r"2\^17 rows, about 3.9 GB each to prove .* up to 2\^16 rows"):
+    with pytest.raises(ZkfpError, match=r"2\^17 rows, about 3.9 GB each to prove .* up to 2\^16 rows: prove it in "
+                                        r"smaller chunks \(zkfp prove --chunk-rows 64,512\)"):
         prove(release, tmp_path / "b", dev_srs=True, progress=False)
+    assert not list(tmp_path.iterdir()), "nothing written"
+    # the advice holds: with that budget the plan fits (refused only later, here, for its workers)
+    with pytest.raises(ZkfpError, match="workers need .* this machine's memory holds"):
+        prove(release, tmp_path / "b", dev_srs=True, progress=False, chunk_rows=64_512, workers=1000)
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
@@ -259,8 +281,19 @@ def test_a_model_whose_smallest_chunk_does_not_fit_is_refused_before_any_work(re
     from prover import prove
     from zkfp.errors import ZkfpError
 
-    with pytest.raises(ZkfpError, match="cannot be cut into chunks of 2\\^17 rows: one .* needs more than 5,000 rows"):
+    with pytest.raises(ZkfpError, match="cannot be cut into chunks of 2\\^16 rows: one .* needs more than 5,000 rows"):
         prove(release, tmp_path / "b", dev_srs=True, progress=False, chunk_rows=5_000)
+    assert not list(tmp_path.iterdir()), "nothing written"
+
+
+def test_a_row_budget_beyond_the_models_circuit_is_refused_before_any_work(release, tmp_path):
+    from prover import prove
+    from zkfp.errors import ZkfpError
+
+    for rows in (0, 200_000):
+        with pytest.raises(ZkfpError, match=f"--chunk-rows: a row budget per chunk must be between 1 and 130,048 "
+                                            f"for this model .* not {rows:,}"):
+            prove(release, tmp_path / "b", dev_srs=True, progress=False, chunk_rows=rows)
     assert not list(tmp_path.iterdir()), "nothing written"
 
 
