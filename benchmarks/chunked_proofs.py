@@ -180,7 +180,7 @@ def end_to_end(name: str, workers: int | None, work: str | None = None) -> dict:
 
 
 def workers_compare() -> dict:
-    """The embedded model cut into 7 chunks (40,000 rows each), proved with 1 and then 2 Ray workers
+    """The embedded model cut into 8 chunks (60,000 rows each, at 2^16), proved with 1 and then 2 Ray workers
     after one warm-up run that pays the setup."""
     import taylor
     from prover import prove
@@ -193,7 +193,7 @@ def workers_compare() -> dict:
         for label, workers in (("warm-up (setup)", 2), ("1 worker", 1), ("2 workers", 2)):
             timings: dict = {}
             t = time.perf_counter()
-            prove(rel, tmp / f"b-{label}", dev_srs=True, progress=False, chunk_rows=40_000, workers=workers,
+            prove(rel, tmp / f"b-{label}", dev_srs=True, progress=False, chunk_rows=60_000, workers=workers,
                   timings=timings)
             out[label] = {"wall_s": time.perf_counter() - t, "prove_s": timings["prove_s"], "setup_s": timings["setup_s"]}
             print(f"{label}: wall {out[label]['wall_s']:.0f} s (chunk proofs {timings['prove_s']:.0f} s, setup "

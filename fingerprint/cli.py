@@ -84,6 +84,11 @@ def _fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+# Where a fingerprint leaves a lineage open (plain-MLP models, heavy continued pretraining), the
+# weights, bases aligned, decide every pair of the README's zoo: say so where it can be done.
+_WEIGHTS_DECIDE = "inconclusive on the fingerprint; with the published release at hand, its weights decide:"
+
+
 def _compare(args: argparse.Namespace) -> int:
     import json
 
@@ -114,7 +119,10 @@ def _compare(args: argparse.Namespace) -> int:
               f"{lay['suspect']}: " + ", ".join(f"{i}→{j} ({s:.0f})" for i, j, s in lay["aligned"]))
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
+        if result["verdict"] == "inconclusive" and result.get("suspect_fingerprinted"):
+            print(f"  {_WEIGHTS_DECIDE} zkfp compare RELEASE_DIR {args.suspect}")
     return 0
+
 
 
 def _registry(args: argparse.Namespace) -> int:
@@ -180,6 +188,10 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"{'':>4}  note: {m.note}")
     if len(ident.matches) > args.top:
         print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
+    open_ = [m.name for m in ident.matches[: args.top] if m.verdict == "inconclusive" and m.basis != "weights"]
+    if open_ and ident.fingerprinted:
+        print(f"  {open_[0]}: {_WEIGHTS_DECIDE} zkfp identify {args.suspect} --release {open_[0]}=RELEASE_DIR "
+              "(or record it: zkfp registry add … --release RELEASE_DIR)")
     if args.html:
         print(f"wrote {args.html}")
     return 0

@@ -147,3 +147,33 @@ def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_mo
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "invariants" in r.stdout and f"note: its recorded release {base.resolve()} is gone" in r.stdout
+
+
+def test_an_inconclusive_fingerprint_verdict_on_a_model_says_how_the_weights_decide(llama, tiny_models, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """Where the fingerprint leaves a lineage open and the suspect is a model, `compare` and
+    `identify` name the command that scores it on the weights; an FP.json suspect has none."""
+    from fingerprint import compare as C
+    from fingerprint.extract import extract, save
+    from fingerprint.registry import Registry, add_file
+    from zkfp.cli import main
+
+    twin = tiny_models("llama", seed=1, steps=150, layers=3)
+    save(extract(llama), tmp_path / "base.json")
+    save(extract(twin), tmp_path / "twin.json")
+    with Registry(tmp_path / "r.sqlite") as reg:
+        add_file(reg, tmp_path / "base.json", "base")
+    advice = "inconclusive on the fingerprint; with the published release at hand, its weights decide:"
+
+    assert main(["compare", str(tmp_path / "base.json"), str(twin)]) == 0
+    out = capsys.readouterr().out
+    assert "unrelated" in out and advice not in out, out
+    # every score inside the inconclusive band
+    monkeypatch.setitem(C.THRESHOLDS, "gated", {basis: {**t, "related": 101.0, "unrelated": -101.0}
+                                                for basis, t in C.THRESHOLDS["gated"].items()})
+    assert main(["compare", str(tmp_path / "base.json"), str(twin)]) == 0
+    assert f"{advice} zkfp compare RELEASE_DIR {twin}" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "twin.json")]) == 0
+    assert advice not in capsys.readouterr().out
+    assert main(["identify", str(twin), "--registry", str(tmp_path / "r.sqlite")]) == 0
+    assert f"base: {advice} zkfp identify {twin} --release base=RELEASE_DIR" in capsys.readouterr().out
