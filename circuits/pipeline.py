@@ -102,12 +102,17 @@ def _machine_memory() -> int:
     return total
 
 
+def logrows_floor(decomp_base: int = DECOMP_BASE) -> int:
+    """The least logrows any circuit gets: ezkl's decomposition needs more than 2·decomp_base rows."""
+    return (2 * decomp_base).bit_length()
+
+
 def check_fits(logrows: int, limit: int | None = None) -> None:
     """Refuse, before any work, circuits too large for this machine's memory."""
     limit = max_logrows() if limit is None else limit
     if logrows > limit:
         smaller = (f": prove it in smaller chunks (zkfp prove --chunk-rows {(1 << limit) - ROW_RESERVE:,})"
-                   if limit >= (2 * DECOMP_BASE).bit_length() else "")
+                   if limit >= logrows_floor() else "")
         raise ZkfpError(
             f"this model's circuits have 2^{logrows} rows, about {(PROVE_BYTES_PER_ROW << logrows) / 1e9:.1f} GB "
             f"each to prove (30 KB per row, measured); this machine's memory proves circuits up to 2^{limit} rows"
@@ -246,7 +251,7 @@ def logrows_for(shape: CircuitShape) -> int:
     budget = (1 << CHUNK_LOGROWS) - ROW_RESERVE
     if fits(whole, budget) and fits(encoder, budget):
         rows = max(part_rows(whole), part_rows(encoder))
-        logrows = max(rows + ROW_RESERVE, 2 * shape.decomp_base).bit_length()
+        logrows = max((rows + ROW_RESERVE).bit_length(), logrows_floor(shape.decomp_base))
     else:
         logrows = CHUNK_LOGROWS
     pointer.parent.mkdir(parents=True, exist_ok=True)
@@ -268,7 +273,7 @@ def plan_logrows(shape: CircuitShape, chunk_rows: int | None = None) -> int:
         raise ValueError(f"a row budget per chunk must be between 1 and {(1 << logrows) - ROW_RESERVE:,} for this "
                          f"model (its circuit's 2^{logrows} rows less ezkl's reserve), not {chunk_rows:,}")
     fitting = (chunk_rows + ROW_RESERVE - 1).bit_length()  # the least k with chunk_rows ≤ 2^k − reserve
-    return min(logrows, max(fitting, (2 * shape.decomp_base).bit_length()))
+    return min(logrows, max(fitting, logrows_floor(shape.decomp_base)))
 
 
 def build(part: Part, logrows: int) -> Circuit:

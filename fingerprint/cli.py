@@ -188,9 +188,10 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"{'':>4}  note: {m.note}")
     if len(ident.matches) > args.top:
         print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
-    open_ = [m.name for m in ident.matches[: args.top] if m.verdict == "inconclusive" and m.basis != "weights"]
-    if open_ and ident.fingerprinted:
-        print(f"  {open_[0]}: {_WEIGHTS_DECIDE} zkfp identify {args.suspect} --release {open_[0]}=RELEASE_DIR "
+    undecided = next((m.name for m in ident.matches[: args.top] if m.verdict == "inconclusive" and m.basis != "weights"),
+                     None)
+    if undecided and ident.fingerprinted:
+        print(f"  {undecided}: {_WEIGHTS_DECIDE} zkfp identify {args.suspect} --release {undecided}=RELEASE_DIR "
               "(or record it: zkfp registry add … --release RELEASE_DIR)")
     if args.html:
         print(f"wrote {args.html}")
