@@ -116,6 +116,86 @@ def _canonical(name: str, prefix: str, family) -> str:
     return want + name[len(prefix):]
 
 
+def _split_names(ckpt: Checkpoint, reader: ModelReader, layers: int) -> tuple[list[str], dict[int, list[str]]]:
+    """The tensors copied as they are: those of no block (the base file), and each block's
+    except its MLP projections (which the Taylor form replaces)."""
+    fam = reader.family
+    mlp_roles = [r for r in (fam.gate, fam.up, fam.down) if r]
+    mlp_names = {reader.key(f"{r}.{p}", i) for i in range(layers) for r in mlp_roles for p in ("weight", "bias")}
+    base: list[str] = []
+    per_layer: dict[int, list[str]] = {i: [] for i in range(layers)}
+    for name in ckpt.names:
+        if name in mlp_names:
+            continue
+        layer = next((i for i in range(layers) if name.startswith(reader.key("", i))), None)
+        (base if layer is None else per_layer[layer]).append(name)
+    return base, per_layer
+
+
+def _taylor_mlp(reader: ModelReader, ckpt: Checkpoint, layout: MlpLayout, calib: Calibration, i: int,
+                n_terms: int, fraction: float, certify: bool) -> tuple[dict, np.ndarray, torch.dtype]:
+    """Block i's MLP in Taylor form (TaylorMLP, eq. 3: Θ_n = W_down[:, S]·σ⁽ⁿ⁾(t)/n! for the
+    expanded neurons S, the other neurons kept exact): its tensors by short name, S, and the
+    source dtype."""
+    fam, activation = reader.family, reader.arch.activation
+    w_in = reader.linear(fam.gate or fam.up, i)
+    w_down = reader.linear(fam.down, i)
+    w_up = reader.linear(fam.up, i) if layout.gated else None
+    ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
+    lo, hi = calib.minimum[i], calib.maximum[i]
+    eligible = certified(activation, lo, hi, n_terms) if certify else None
+    expanded = select_expanded(lo, hi, fraction, eligible)
+    exact = np.setdiff1d(np.arange(lo.size), expanded)
+    s_idx, f_idx = torch.from_numpy(expanded), torch.from_numpy(exact)
+    t = ((lo.astype(np.float64) + hi.astype(np.float64)) / 2)[expanded]  # anchor of the activation's argument
+    bias = None if w_in.bias is None else w_in.bias.double().numpy()[expanded]
+    z0 = t if bias is None else t - bias
+    coeff = jets.activation_jet(activation, t, n_terms)  # (N+1, |S|) fp64
+    theta = Streamed((n_terms + 1, reader.arch.dims.hidden, expanded.size), torch.float32,
+                     _theta_orders(w_down.weight[:, s_idx], coeff))
+    radius = jets.GUARD_SCALE * jets.convergence_radius(activation, t)
+    mlp = {"in_weight": w_in.weight[s_idx], "anchor": torch.from_numpy(z0).float(), "coeffs": theta,
+           "guard_radius": torch.from_numpy(radius).float(),
+           "exact_in_weight": w_in.weight[f_idx], "exact_down_weight": w_down.weight[:, f_idx]}
+    if layout.gated:
+        mlp["up_weight"], mlp["exact_up_weight"] = w_up.weight[s_idx], w_up.weight[f_idx]
+    if layout.in_bias:
+        mlp["exact_in_bias"] = w_in.bias[f_idx]
+    if layout.down_bias:
+        mlp["down_bias"] = w_down.bias
+    return mlp, expanded, w_in.weight.dtype
+
+
+def _manifest(ckpt: Checkpoint, reader: ModelReader, calib: Calibration, layout: MlpLayout, n_terms: int,
+              fraction: float, certify: bool, throttle: "Throttle | None", dtypes_seen: set[str],
+              layers_info: list[dict], tensors: dict[str, dict], files: dict[str, dict]) -> dict:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "source": {"architecture": (ckpt.config.get("architectures") or [None])[0],
+                   "model_type": ckpt.config.get("model_type"), "family": reader.family.name, "config": ckpt.config},
+        "activation": reader.arch.activation,
+        "n_terms": n_terms,
+        "expanded_fraction": fraction,
+        "throttle": None if throttle is None else throttle.to_json(),
+        "guard": {"order": jets.GUARD_ORDER, "radius_scale": jets.GUARD_SCALE,
+                  "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
+        "calibration": {"source": calib.source, "tokens": calib.tokens,
+                        "anchor": "midpoint of per-neuron min/max",
+                        "selection": "smallest ranges" + (" among the certified neurons" if certify else "")
+                                     + " expanded",
+                        "certified": None if not certify else {
+                            "margin": CERTIFY_MARGIN, "tol": CERTIFY_TOL,
+                            "rule": "N-term series within tol of the activation and within the guard radius "
+                                    "on [min, max] widened by margin x width each side"}},
+        "mlp_layout": {"gated": layout.gated, "in_bias": layout.in_bias, "down_bias": layout.down_bias},
+        "dtypes": {"source_weights": sorted(dtypes_seen), "coeffs": "F32", "anchor": "F32", "guard_radius": "F32"},
+        "layers": layers_info,
+        "tensors": tensors,
+        "files": files,
+    }
+
+
 def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibration, *,
             n_terms: int = DEFAULT_TERMS, fraction: float = DEFAULT_FRACTION, force: bool = False,
             certify: bool = False, throttle: "Throttle | None" = None) -> Path:
@@ -126,24 +206,12 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
     check_fraction(fraction)
     ckpt = Checkpoint(model_dir)
     reader = ModelReader(ckpt, CAUSAL_FAMILIES)
-    arch, fam = reader.arch, reader.family
-    d = arch.dims
+    fam, d = reader.family, reader.arch.dims
     if len(calib.minimum) != d.layers or any(m.shape != (d.intermediate,) for m in calib.minimum):
         raise ZkfpError("calibration statistics do not match the model's layers / intermediate size")
-    mlp_roles = [r for r in (fam.gate, fam.up, fam.down) if r]
-    mlp_names = {reader.key(f"{r}.{p}", i) for i in range(d.layers) for r in mlp_roles for p in ("weight", "bias")}
-    per_layer: dict[int, list[str]] = {i: [] for i in range(d.layers)}
-    base: list[str] = []
-    for name in ckpt.names:
-        if name in mlp_names:
-            continue
-        layer = next((i for i in range(d.layers) if name.startswith(reader.key("", i))), None)
-        (base if layer is None else per_layer[layer]).append(name)
-
-    r0 = reader.linear(fam.gate or fam.up, 0)
-    layout = MlpLayout(gated=fam.gate is not None, in_bias=r0.bias is not None,
+    base, per_layer = _split_names(ckpt, reader, d.layers)
+    layout = MlpLayout(gated=fam.gate is not None, in_bias=reader.linear(fam.gate or fam.up, 0).bias is not None,
                        down_bias=reader.linear(fam.down, 0).bias is not None)
-    del r0
     tensors: dict[str, dict] = {}
     layers_info: list[dict] = []
     dtypes_seen: set[str] = set()
@@ -154,72 +222,22 @@ def convert(model_dir: str | os.PathLike, out: str | os.PathLike, calib: Calibra
         save_streamed(tensors_out, folder / file_name)
 
     with atomic_output_dir(out, force=force) as tmp:
-        src_dtype = None
         for i in range(d.layers):
-            out_t = {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in per_layer[i]}
-            w_in = reader.linear(fam.gate or fam.up, i)
-            w_down = reader.linear(fam.down, i)
-            w_up = reader.linear(fam.up, i) if layout.gated else None
-            ckpt.close()  # this block's tensors are copied out: unmap its shard, whose pages count in RSS
-            src_dtype = w_in.weight.dtype
+            block = {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in per_layer[i]}
+            mlp, expanded, src_dtype = _taylor_mlp(reader, ckpt, layout, calib, i, n_terms, fraction, certify)
             dtypes_seen.add(DTYPE_NAMES[src_dtype])
-            eligible = certified(arch.activation, calib.minimum[i], calib.maximum[i], n_terms) if certify else None
-            expanded = select_expanded(calib.minimum[i], calib.maximum[i], fraction, eligible)
-            exact = np.setdiff1d(np.arange(d.intermediate), expanded)
-            s_idx, f_idx = torch.from_numpy(expanded), torch.from_numpy(exact)
-            center = (calib.minimum[i].astype(np.float64) + calib.maximum[i].astype(np.float64)) / 2
-            t = center[expanded]  # anchor of the activation's argument (bias included)
-            bias = None if w_in.bias is None else w_in.bias.double().numpy()[expanded]
-            z0 = t if bias is None else t - bias
-            coeff = jets.activation_jet(arch.activation, t, n_terms)  # (N+1, |S|) fp64
-            theta = Streamed((n_terms + 1, d.hidden, expanded.size), torch.float32,
-                             _theta_orders(w_down.weight[:, s_idx], coeff))
-            radius = jets.GUARD_SCALE * jets.convergence_radius(arch.activation, t)
-            mlp = {"in_weight": w_in.weight[s_idx], "anchor": torch.from_numpy(z0).float(), "coeffs": theta,
-                   "guard_radius": torch.from_numpy(radius).float(),
-                   "exact_in_weight": w_in.weight[f_idx], "exact_down_weight": w_down.weight[:, f_idx]}
-            if layout.gated:
-                mlp["up_weight"], mlp["exact_up_weight"] = w_up.weight[s_idx], w_up.weight[f_idx]
-            if layout.in_bias:
-                mlp["exact_in_bias"] = w_in.bias[f_idx]
-            if layout.down_bias:
-                mlp["down_bias"] = w_down.bias
-            out_t.update({mlp_key(i, k): v for k, v in mlp.items()})
-            write(tmp, layer_file(i), out_t)
+            block.update({mlp_key(i, k): v for k, v in mlp.items()})
+            write(tmp, layer_file(i), block)
             layers_info.append({"index": i, "file": layer_file(i), "expanded": expanded.tolist()})
-            del out_t, mlp, w_in, w_down, w_up
+            del block, mlp
         write(tmp, BASE_FILE, {_canonical(n, reader.prefix, fam): ckpt.get(n) for n in base})
         for side in SIDE_FILES:
             if (Path(model_dir) / side).is_file():
                 shutil.copyfile(Path(model_dir) / side, tmp / side)
         files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                  for p in sorted(tmp.iterdir()) if p.name != MANIFEST}
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "source": {"architecture": (ckpt.config.get("architectures") or [None])[0],
-                       "model_type": ckpt.config.get("model_type"), "family": fam.name, "config": ckpt.config},
-            "activation": arch.activation,
-            "n_terms": n_terms,
-            "expanded_fraction": fraction,
-            "throttle": None if throttle is None else throttle.to_json(),
-            "guard": {"order": jets.GUARD_ORDER, "radius_scale": jets.GUARD_SCALE,
-                      "rule": "orders above `order` are zeroed where |delta| > guard_radius"},
-            "calibration": {"source": calib.source, "tokens": calib.tokens,
-                            "anchor": "midpoint of per-neuron min/max",
-                            "selection": "smallest ranges" + (" among the certified neurons" if certify else "")
-                                         + " expanded",
-                            "certified": None if not certify else {
-                                "margin": CERTIFY_MARGIN, "tol": CERTIFY_TOL,
-                                "rule": "N-term series within tol of the activation and within the guard radius "
-                                        "on [min, max] widened by margin x width each side"}},
-            "mlp_layout": {"gated": layout.gated, "in_bias": layout.in_bias, "down_bias": layout.down_bias},
-            "dtypes": {"source_weights": sorted(dtypes_seen), "coeffs": "F32", "anchor": "F32", "guard_radius": "F32"},
-            "layers": layers_info,
-            "tensors": tensors,
-            "files": files,
-        }
-        write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, _manifest(ckpt, reader, calib, layout, n_terms, fraction, certify, throttle,
+                                             dtypes_seen, layers_info, tensors, files))
     return Path(out)
 
 
