@@ -155,12 +155,16 @@ def main(argv=None) -> int:
     ap.add_argument("--zoo", required=True, help="the zoo folder of benchmarks/fingerprint_zoo.py (built)")
     ap.add_argument("--zoo-results", default=str(ROOT / "benchmarks" / "results" / "fingerprint_zoo.json"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "null_populations.json"))
+    ap.add_argument("--extra", action="append", default=[], metavar="RESULTS.json",
+                    help="also pool the pairs of a population trained by benchmarks/scale_population.py")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t = time.time()
     models = build_populations(Path(args.zoo))
     log(f"{len(models)} models ready ({time.time() - t:.0f}s)")
     pairs = score_pairs(models)
+    for extra in args.extra:
+        pairs += json.loads(Path(extra).read_text())["pairs"]
     summary = summarise(pairs, json.loads(Path(args.zoo_results).read_text())["pairs"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "pairs": pairs}, indent=1))
