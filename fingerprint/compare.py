@@ -35,7 +35,7 @@ from zkfp.errors import FingerprintError
 # models (GPT-2) look far more alike on the fingerprints than gated ones (Llama), and their null
 # moves with the population (twins of 2 layers or on the toy vocabulary reach 66-69), hence the
 # high plain `related`; at hidden 256 the twins part (≤ 24) but a heavily continued model scores
-# only 35-45 against its own base on every basis, hence the low plain `unrelated`. null_mean/null_sd describe the pooled unrelated pairs (the Gaussian null of
+# as low as 35 (fingerprints) and 38 (weights) against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe the pooled unrelated pairs (the Gaussian null of
 # the implied false-positive rate; the pool mixes populations, so it is a rough guide). "weights" is
 # fingerprint.weights (both models at hand, bases aligned).
 THRESHOLDS = {
