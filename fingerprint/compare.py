@@ -35,8 +35,9 @@ from zkfp.errors import FingerprintError
 # models (GPT-2) look far more alike on the fingerprints than gated ones (Llama), and their null
 # moves with the population (twins of 2 layers or on the toy vocabulary reach 66-69), hence the
 # high plain `related`; at hidden 256 the twins part (≤ 24) but a heavily continued model scores
-# as low as 35 (fingerprints) and 38 (weights) against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe the pooled unrelated pairs (the Gaussian null of
-# the implied false-positive rate; the pool mixes populations, so it is a rough guide). "weights" is
+# as low as 35 (fingerprints) and 38 (weights) against its relatives, hence the low plain
+# `unrelated`. null_mean/null_sd describe the pooled unrelated pairs (the Gaussian null of the
+# implied false-positive rate; the pool mixes populations, so it is a rough guide). "weights" is
 # fingerprint.weights (both models at hand, bases aligned).
 THRESHOLDS = {
     "gated": {"invariants": {"related": 50.0, "unrelated": 30.0, "null_mean": 9.2, "null_sd": 5.6},
