@@ -20,7 +20,6 @@ population at hidden 512 and 1,500 steps takes about 20 minutes there.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -33,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fingerprint import spec  # noqa: E402
-from fingerprint_zoo import BASES, score  # noqa: E402
+from fingerprint_zoo import BASES  # noqa: E402
+from null_populations import score_pairs  # noqa: E402
 from zoo_build import CHILD_LR, ROOT_LR, VOCAB, eval_loss, log  # noqa: E402
 
 SEEDS = (0, 1, 2, 3)
@@ -46,6 +45,11 @@ def _stream(zdir: Path, name: str, device: str) -> torch.Tensor:
 
 def population(args) -> str:
     return f"h{args.hidden}-L{args.layers}"
+
+
+def prefix(args) -> str:
+    """Of every model name: gpt2-h256-L4-s0, gpt2-h256-L4-s0-cpt, …"""
+    return f"{args.family}-{population(args)}"
 
 
 def build_population(args) -> list[dict]:
@@ -71,9 +75,10 @@ def build_population(args) -> list[dict]:
             model = fn(start if start is None else start.to(args.device))
             model.float().cpu().save_pretrained(p)
             log(f"  {name:28s} {time.time() - t:6.0f}s")
-        models.append(dict(name=name, root=root, path=p))
+        models.append(dict(name=name, family=args.family, population=population(args), root=root, tokens="bpe",
+                           path=p))
 
-    fam = f"{args.family}-{population(args)}"  # model names: gpt2-h256-L4-s0, …
+    fam = prefix(args)
     for s in SEEDS:
         make(f"{fam}-s{s}", f"{fam}-s{s}", lambda _m, s=s: train(
             build(args.family, seed=s, **shape).to(args.device), base, steps=args.steps, lr=ROOT_LR, seed=s, **fit))
@@ -95,22 +100,6 @@ def val_losses(args, models: list[dict]) -> dict[str, float]:
     return {m["name"]: round(eval_loss(AutoModelForCausalLM.from_pretrained(m["path"]), val), 3) for m in models}
 
 
-def score_pairs(args, models: list[dict]) -> list[dict]:
-    """Every pair, in the rows of `null_populations.py` (which pools them with `--extra`)."""
-    from fingerprint import extract as E
-
-    ids = spec.select_tokens(VOCAB)
-    feats = {m["name"]: {"fp": E.extract(m["path"], token_ids=ids), "path": m["path"]} for m in models}
-    pairs = []
-    for a, b in itertools.combinations(models, 2):
-        row = {"published": a["name"], "suspect": b["name"], "family": args.family, "tokens": "bpe",
-               "populations": [population(args)] * 2, "related": a["root"] == b["root"]}
-        for basis in BASES:
-            row[basis] = round(score(feats[a["name"]], feats[b["name"]], basis), 1)
-        pairs.append(row)
-    return pairs
-
-
 def summarise(pairs: list[dict]) -> dict:
     out = {}
     for basis in BASES:
@@ -123,8 +112,9 @@ def summarise(pairs: list[dict]) -> dict:
 
 
 def _print(args, pairs: list[dict], summary: dict, losses: dict[str, float]) -> None:
-    fam = f"{args.family}-{population(args)}"
-    log(f"\n{args.family} hidden {args.hidden}, {args.layers} layers, {args.steps} steps × {args.batch}×{args.seq} tokens")
+    fam = prefix(args)
+    log(f"\n{args.family} hidden {args.hidden}, {args.layers} layers, {args.steps} steps × {args.batch}×{args.seq} "
+        "tokens")
     log("held-out loss (base text): " + ", ".join(f"{n} {v:.3f}" for n, v in losses.items()))
     by = {(p["published"], p["suspect"]): p for p in pairs}
     notable = [(f"{fam}-s0", f"{fam}-s{s}") for s in (1, 2, 3)] + [
@@ -160,12 +150,13 @@ def main(argv=None) -> int:
     models = build_population(args)
     log(f"population trained in {time.time() - t:.0f}s on {args.device}")
     losses = val_losses(args, models)
-    pairs = score_pairs(args, models)
+    pairs = score_pairs(models)  # null_populations' rows: it pools them with --extra
     summary = summarise(pairs)
     _print(args, pairs, summary, losses)
     if args.results:
         shape = {k: getattr(args, k) for k in ("family", "hidden", "layers", "heads", "steps", "batch", "seq")}
-        args.results.write_text(json.dumps({"shape": shape, "val_loss": losses, "summary": summary, "pairs": pairs}, indent=1))
+        results = {"shape": shape, "val_loss": losses, "summary": summary, "pairs": pairs}
+        args.results.write_text(json.dumps(results, indent=1))
     return 0
 
 

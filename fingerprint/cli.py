@@ -85,7 +85,7 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 
 # Where a fingerprint leaves a lineage open (plain-MLP models, heavy continued pretraining), the
-# weights, bases aligned, decide every pair of the README's zoo: say so where it can be done.
+# weights, bases aligned, separate every pair of the README's zoo (AUC 1.0): say so where it can be done.
 _WEIGHTS_DECIDE = "inconclusive on the fingerprint; with the published release at hand, its weights decide:"
 
 
@@ -188,8 +188,8 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"{'':>4}  note: {m.note}")
     if len(ident.matches) > args.top:
         print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
-    undecided = next((m.name for m in ident.matches[: args.top] if m.verdict == "inconclusive" and m.basis != "weights"),
-                     None)
+    undecided = next((m.name for m in ident.matches[: args.top]
+                      if m.verdict == "inconclusive" and m.basis != "weights"), None)
     if undecided and ident.fingerprinted:
         print(f"  {undecided}: {_WEIGHTS_DECIDE} zkfp identify {args.suspect} --release {undecided}=RELEASE_DIR "
               "(or record it: zkfp registry add … --release RELEASE_DIR)")
