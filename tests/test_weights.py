@@ -22,6 +22,18 @@ def test_procrustes_recovers_a_rotation():
     assert torch.allclose(W.procrustes(rows @ Q, rows), Q.T, atol=1e-10)
 
 
+def test_whitening_gives_the_rows_unit_second_moment_on_their_span():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(500, 8, generator=g, dtype=torch.float64) * torch.logspace(0, 3, 8, dtype=torch.float64)
+    rows = rows - rows.mean(dim=1, keepdim=True)  # centred, as LayerNorm rows: the all-ones direction is empty
+    T = W.whitening(rows)
+    white = rows @ T
+    ones = torch.full((8,), 8 ** -0.5, dtype=torch.float64)
+    assert torch.allclose(white.T @ white / 500, torch.eye(8, dtype=torch.float64) - torch.outer(ones, ones),
+                          atol=1e-8)
+    assert torch.allclose(T @ ones, torch.zeros(8, dtype=torch.float64), atol=1e-8)  # not amplified: dropped
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_a_disguised_copy_is_the_same_model_on_the_weights(family, llama, gpt2, disguised, tmp_path):
     src = {"llama": llama, "gpt2": gpt2}[family]
