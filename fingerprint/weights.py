@@ -20,7 +20,7 @@ a disguise rotates the residual basis, so the bases are aligned first:
    Models trained on the same text converge on the same function, and after alignment their
    forms agree mostly in the few directions the token rows occupy most (the text's); what
    training leaves of the initialisation, i.e. of the lineage, is spread over every direction.
-   On the zoo's GPT-2 seed twins (hidden 64) the aligned forms score 30-36 unwhitened, 50-59 on
+   On the zoo's GPT-2 seed twins (hidden 64) the aligned forms score 30-36 unwhitened, 49-59 on
    the top quarter of the directions alone and 5-10 on the bottom quarter; whitened, 6-10, while
    continued pretraining keeps 96 and 5× continued pretraining 56 (README, "Fingerprint quality").
 4. Each form is sketched to d×r by one seeded Gaussian matrix (exact for d ≤ r; for larger
