@@ -1,6 +1,6 @@
 """How far the unrelated pairs' scores move with the population: depth, width, vocabulary.
 
-    python benchmarks/null_populations.py --zoo DIR [--out benchmarks/results/null_populations.json]
+    python benchmarks/null_populations.py --zoo DIR [--out benchmarks/results/null_populations.json] [--families gpt2] [--shapes L2 toy]
 
 The thresholds in `fingerprint.compare` come from one zoo (`benchmarks/fingerprint_zoo.py`:
 4-layer, hidden-64 models on a trained 4,096-token BPE). Here, per family, more populations of
@@ -51,7 +51,8 @@ def _save(model, path: Path, tokenizer=None) -> Path:
     return path
 
 
-def build_populations(zdir: Path) -> list[dict]:
+def build_populations(zdir: Path, families: tuple[str, ...] = tuple(KIND),
+                      shapes: tuple[str, ...] = (*BPE_SHAPES, "toy")) -> list[dict]:
     """Train (or reuse) the populations under zdir/populations; one dict per model."""
     from transformers import AutoModelForCausalLM
 
@@ -74,15 +75,17 @@ def build_populations(zdir: Path) -> list[dict]:
 
     toy_text = tiny.encode(corpus.generate(embedded.DOMAINS, 3000, seed=12))  # the demo's twin's text
     harbour = tiny.encode(corpus.generate("harbor", 1500, seed=11))           # and its offspring's
-    for fam in ("llama", "gpt2"):
+    for fam in families:
         gqa = dict(kv_heads=2) if fam == "llama" else {}
-        for pop, shape in BPE_SHAPES.items():
+        for pop, shape in ((k, v) for k, v in BPE_SHAPES.items() if k in shapes):
             for s in ROOT_SEEDS:
                 make(f"{fam}-{pop}-s{s}", fam, pop, f"{fam}-{pop}-s{s}", "bpe", lambda s=s, shape=shape:
                      _train(tiny.build(fam, seed=s, vocab=VOCAB, **shape, **gqa), data.base, ROOT_STEPS, ROOT_LR, s))
             make(f"{fam}-{pop}-s0-cpt", fam, pop, f"{fam}-{pop}-s0", "bpe", lambda pop=pop: _train(
                 AutoModelForCausalLM.from_pretrained(pdir / f"{fam}-{pop}-s0").float(), data.other,
                 CHILD_STEPS, CHILD_LR, 11))
+        if "toy" not in shapes:
+            continue
         toy = {k: v for k, v in embedded.SPEC.items() if k != "family"}
         if fam == "gpt2":
             toy = {k: v for k, v in toy.items() if k != "kv_heads"}
@@ -91,7 +94,7 @@ def build_populations(zdir: Path) -> list[dict]:
                 tiny.build(fam, seed=embedded.SEED + s, **toy), toy_text, steps=300, seed=12))
         make(f"{fam}-toy-s0-cpt", fam, "toy", f"{fam}-toy-s0", "toy", lambda: tiny.train(
             AutoModelForCausalLM.from_pretrained(pdir / f"{fam}-toy-s0").float(), harbour, steps=100, lr=1e-3, seed=11))
-    for fam in ("llama", "gpt2"):  # the zoo's own roots and their first child: the 4-layer population
+    for fam in families:  # the zoo's own roots and their first child: the 4-layer population
         for s in ROOT_SEEDS:
             models.append(dict(name=f"{fam}-s{s}", family=fam, population="L4", root=f"{fam}-s{s}", tokens="bpe",
                                path=zdir / f"{fam}-s{s}"))
@@ -121,9 +124,9 @@ def score_pairs(models: list[dict]) -> list[dict]:
     return pairs
 
 
-def summarise(pairs: list[dict], zoo_pairs: list[dict]) -> dict:
+def summarise(pairs: list[dict], zoo_pairs: list[dict], families: tuple[str, ...] = tuple(KIND)) -> dict:
     out = {}
-    for fam in ("llama", "gpt2"):
+    for fam in families:
         for basis in BASES:
             sel = [p for p in pairs if p["family"] == fam and basis in p]
             neg = [p for p in sel if not p["related"]]
@@ -157,15 +160,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "null_populations.json"))
     ap.add_argument("--extra", action="append", default=[], metavar="RESULTS.json",
                     help="also pool the pairs of a population trained by benchmarks/scale_population.py")
+    ap.add_argument("--families", nargs="+", default=list(KIND), choices=sorted(KIND))
+    ap.add_argument("--shapes", nargs="+", default=[*BPE_SHAPES, "toy"], choices=[*BPE_SHAPES, "toy"],
+                    help="the populations to train and score (the zoo's 4-layer one always)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
     t = time.time()
-    models = build_populations(Path(args.zoo))
+    models = build_populations(Path(args.zoo), tuple(args.families), tuple(args.shapes))
     log(f"{len(models)} models ready ({time.time() - t:.0f}s)")
     pairs = score_pairs(models)
     for extra in args.extra:
         pairs += json.loads(Path(extra).read_text())["pairs"]
-    summary = summarise(pairs, json.loads(Path(args.zoo_results).read_text())["pairs"])
+    summary = summarise(pairs, json.loads(Path(args.zoo_results).read_text())["pairs"], tuple(args.families))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"summary": summary, "pairs": pairs}, indent=1))
     for key, r in summary.items():
