@@ -42,6 +42,7 @@ from zoo_build import CHILD_LR, CHILD_STEPS, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VO
 KIND = {"llama": "gated", "gpt2": "plain"}
 BPE_SHAPES = {"L2": dict(hidden=64, layers=2, heads=4), "L8": dict(hidden=64, layers=8, heads=4),
               "h128": dict(hidden=128, layers=4, heads=4)}
+SHAPES = (*BPE_SHAPES, "toy")  # every population this script can train
 
 
 def _save(model, path: Path, tokenizer=None) -> Path:
@@ -52,7 +53,7 @@ def _save(model, path: Path, tokenizer=None) -> Path:
 
 
 def build_populations(zdir: Path, families: tuple[str, ...] = tuple(KIND),
-                      shapes: tuple[str, ...] = (*BPE_SHAPES, "toy")) -> list[dict]:
+                      shapes: tuple[str, ...] = SHAPES) -> list[dict]:
     """Train (or reuse) the populations under zdir/populations; one dict per model."""
     from transformers import AutoModelForCausalLM
 
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--extra", action="append", default=[], metavar="RESULTS.json",
                     help="also pool the pairs of a population trained by benchmarks/scale_population.py")
     ap.add_argument("--families", nargs="+", default=list(KIND), choices=sorted(KIND))
-    ap.add_argument("--shapes", nargs="+", default=[*BPE_SHAPES, "toy"], choices=[*BPE_SHAPES, "toy"],
+    ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES,
                     help="the populations to train and score (the zoo's 4-layer one always)")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)

@@ -4,7 +4,7 @@ For when both sides' weights are at hand: the published Taylor release (or check
 suspect model. The invariant terms read each model through 16 token rows, i.e. through what
 the model computes on them, and models trained on the same text compute much the same thing:
 on the zoo's GPT-2 seed twins that function-level likeness scores as high as 5× continued
-pretraining of one model (README, "Fingerprint quality"). The weights themselves keep far more
+pretraining of one model (README, "Fingerprints"). The weights themselves keep far more
 of their lineage (a 5×-trained GPT-2 keeps cosine 0.7-0.9 with its base, seed twins ≈ 0), but
 a disguise rotates the residual basis, so the bases are aligned first:
 
@@ -22,7 +22,7 @@ a disguise rotates the residual basis, so the bases are aligned first:
    training leaves of the initialisation, i.e. of the lineage, is spread over every direction.
    On the zoo's GPT-2 seed twins (hidden 64) the aligned forms score 30-36 unwhitened, 49-59 on
    the top quarter of the directions alone and 5-10 on the bottom quarter; whitened, 6-10, while
-   continued pretraining keeps 96 and 5× continued pretraining 56 (README, "Fingerprint quality").
+   continued pretraining keeps 96 and 5× continued pretraining 56 (README, "Fingerprints").
 4. Each form is sketched to d×r by one seeded Gaussian matrix (exact for d ≤ r; for larger
    models it keeps the memory at r/d of the forms'), z-scored, and a layer's three are
    concatenated. Layers are aligned and scored as `fingerprint.compare` does for fingerprints.
@@ -103,16 +103,16 @@ def whitening(rows: torch.Tensor) -> torch.Tensor:
     C_ = (rows.T.double() @ rows.double()) / rows.shape[0]
     ev, U = torch.linalg.eigh(C_)
     keep = ev > ev.max() * WHITEN_FLOOR
-    scale = torch.where(keep, ev.clamp_min(1e-300).rsqrt(), torch.zeros_like(ev))
+    scale = torch.where(keep, ev, 1.0).rsqrt() * keep
     return ((U * scale) @ U.T).to(rows.dtype)
 
 
 def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor) -> np.ndarray:
     """(L, 3·d·r): each layer's three forms M taken into the compared coordinates, Bᵀ·M·B (B =
     `basis`), sketched by R, z-scored. Never forms a d×d M: Bᵀ·(M·(B·R))."""
-    rows = []
+    BR, rows = basis @ R, []
     for i in range(src.arch.dims.layers):
-        forms = [basis.T @ f for f in layer_forms(src, i, basis @ R)]
+        forms = [basis.T @ f for f in layer_forms(src, i, BR)]
         rows.append(torch.cat([inv.zscore(f).reshape(-1) for f in forms]).float().numpy())
     return np.stack(rows)
 
