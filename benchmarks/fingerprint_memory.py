@@ -68,7 +68,7 @@ import json, sys, time
 sys.path.insert(0, {root!r})
 mode, path, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import torch
-from fingerprint import extract as E, spec, invariants as inv
+from fingerprint import extract as E, spec
 if mode == "huref":
     import transformers
 def status(key):
@@ -92,6 +92,7 @@ elif mode == "weights":  # fingerprint.weights against itself: both sides read, 
     compare_weights(path, path)
 elif mode == "huref":
     from transformers import AutoModelForCausalLM
+    from fingerprint.huref import huref_terms
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
     sd = model.state_dict()
     ids = spec.select_tokens(32000, k=k)
@@ -102,9 +103,9 @@ elif mode == "huref":
         for i in range(n - 2, n):
             p = f"model.layers.{{i}}."
             w = lambda r: sd[p + r + ".weight"]
-            terms.append(inv.huref_terms(X, w("self_attn.q_proj"), w("self_attn.k_proj"), w("self_attn.v_proj"),
-                                         w("self_attn.o_proj"), w("mlp.up_proj"), w("mlp.down_proj"),
-                                         w("mlp.gate_proj"), 32, 32))
+            terms.append(huref_terms(X, w("self_attn.q_proj"), w("self_attn.k_proj"), w("self_attn.v_proj"),
+                                     w("self_attn.o_proj"), w("mlp.up_proj"), w("mlp.down_proj"),
+                                     w("mlp.gate_proj"), 32, 32))
 elapsed = time.time() - t
 print(json.dumps({{"mode": mode, "seconds": elapsed, "rss_before_mb": before, "anon_before_mb": anon_before, "peak_anon_mb": max(peak_anon[0], status("RssAnon:")),
                   "peak_rss_mb": status("VmHWM:")}}))

@@ -67,13 +67,14 @@ def tpr_at_fpr(pos: list[float], neg: list[float], fpr: float = 0.01) -> float:
 # -- scoring ----------------------------------------------------------------------------------
 def fingerprint_all(models: list[dict]) -> dict[str, dict]:
     from fingerprint import extract as E
+    from fingerprint.huref import huref_vector
 
     ids = spec.select_tokens(VOCAB)
     out = {}
     for m in models:
         t = time.time()
         fp = E.extract(m["path"], token_ids=ids)
-        out[m["name"]] = {"fp": fp, "huref": E.huref_vector(m["path"], ids).numpy(), "path": m["path"]}
+        out[m["name"]] = {"fp": fp, "huref": huref_vector(m["path"], ids).numpy(), "path": m["path"]}
         m["seconds_fp"] = round(time.time() - t, 2)
     return out
 

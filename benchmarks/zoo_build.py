@@ -250,8 +250,9 @@ def _zterms(path: Path, ids: list[int], whiten: bool = False) -> torch.Tensor:
     """(L, 3, k²) z-scored invariant terms of every block (token rows whitened if `whiten`)."""
     from fingerprint import extract as E
     from fingerprint import invariants as inv
+    from fingerprint.sources import open_source
 
-    src = E.open_source(path)
+    src = open_source(path)
     L = src.arch.dims.layers
     if whiten:  # wrap this source's row reader (leaves extract.py alone); centring first for LayerNorm
         rows, ln = src.embedding_rows, src.arch.family.norm == "layer"
@@ -262,10 +263,10 @@ def _zterms(path: Path, ids: list[int], whiten: bool = False) -> torch.Tensor:
 
 def _gram(path: Path, ids: list[int]) -> torch.Tensor:
     """Off-diagonal entries of the canonical token rows' Gram matrix X Xᵀ, z-scored."""
-    from fingerprint import extract as E
     from fingerprint import invariants as inv
+    from fingerprint.sources import open_source
 
-    src = E.open_source(path)
+    src = open_source(path)
     X = inv.canonical_tokens(src.embedding_rows(ids), src.arch.family.norm == "layer").double()
     G = X @ X.T
     return inv.zscore(G[~torch.eye(len(ids), dtype=torch.bool)])

@@ -69,11 +69,12 @@ def _registry_option(p: argparse.ArgumentParser) -> None:
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
-    from fingerprint import extract as E
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import load, save
 
-    ids = E.load(args.tokens_from).token_ids if args.tokens_from else None
-    fp = E.extract(args.path, token_ids=ids)
-    E.save(fp, args.out, with_invariants=not args.no_invariants)
+    ids = load(args.tokens_from).token_ids if args.tokens_from else None
+    fp = extract(args.path, token_ids=ids)
+    save(fp, args.out, with_invariants=not args.no_invariants)
     msg = f"wrote {args.out} (spec {fp.spec['version']}, k={fp.spec['k']}, m={fp.spec['m']})"
     if args.image:
         from fingerprint.render import save_png

@@ -1,4 +1,4 @@
-"""Read only what the fingerprint needs, compute the invariant terms, encode, and write FP.json.
+"""The fingerprint of a model: its invariant terms on the spec's token rows, encoded into v.
 
 Memory: tensors are read one at a time (embedding rows with `get_rows`), projected onto the k
 token rows at once and dropped, so peak memory is about one weight matrix in fp32, whatever
@@ -8,95 +8,15 @@ the size of the model.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 
 from fingerprint import invariants as inv
 from fingerprint import spec
-from fingerprint.fpjson import Fingerprint, load, save  # noqa: F401 - FP.json lives in fpjson (torch-free)
-from zkfp.errors import CheckpointError, FingerprintError
+from fingerprint.fpjson import Fingerprint
+from fingerprint.sources import open_source
+from zkfp.errors import FingerprintError
 
-DTYPE = torch.float32
-
-
-# -- sources: a transformers checkpoint or a Taylor release ----------------------------------
-class _CheckpointSource:
-    """Tensors by role from a transformers checkpoint (via zkfp's ModelReader)."""
-
-    def __init__(self, path: Path):
-        from zkfp.architectures import ModelReader
-        from zkfp.checkpoint import Checkpoint
-
-        self.reader = ModelReader(Checkpoint(path))
-        self.arch = self.reader.arch
-        self.kind = "checkpoint"
-        self._qkv_cache: tuple[int, tuple] | None = None
-
-    def embedding_rows(self, ids: list[int]) -> torch.Tensor:
-        return self.reader.ckpt.get_rows(self.reader.embedding_key(), ids, DTYPE)
-
-    def vocab(self) -> int:
-        return self.reader.ckpt.shape(self.reader.embedding_key())[0]
-
-    def attn_gain(self, i: int) -> torch.Tensor:
-        f = self.reader.family
-        if f.pre_norm:
-            return self.reader.norm(f.attn_norm, i, DTYPE).gain
-        # Post-norm (BERT): attention reads the previous block's output LayerNorm (or the embeddings').
-        if i == 0:
-            return self.reader.ckpt.get(self.reader.key("embeddings.LayerNorm.weight"), DTYPE)
-        return self.reader.norm(f.mlp_norm, i - 1, DTYPE).gain
-
-    def mlp_gain(self, i: int) -> torch.Tensor:
-        f = self.reader.family
-        return self.reader.norm(f.mlp_norm if f.pre_norm else f.attn_norm, i, DTYPE).gain
-
-    def weight(self, role: str, i: int) -> torch.Tensor:
-        f = self.reader.family
-        if role in ("q", "k", "v") and f.qkv is not None:
-            if self._qkv_cache is None or self._qkv_cache[0] != i:
-                self._qkv_cache = (i, self.reader._split_qkv(self.reader.linear(f.qkv, i)))
-            return self._qkv_cache[1]["qkv".index(role)].weight
-        name = getattr(f, role)
-        if name is None:
-            raise CheckpointError(f"{f.name} has no {role} projection")
-        return self.reader.linear(name, i).weight  # source dtype; converted block-wise by _project
-
-    def has_gate(self) -> bool:
-        return self.reader.family.gate is not None
-
-    def release(self):
-        """Drop per-layer state and close the shards' memory maps (their pages count in RSS)."""
-        self._qkv_cache = None
-        self.reader.ckpt.close()
-
-
-def _open_release(path: Path):
-    try:
-        from fingerprint.release_source import ReleaseSource
-    except ImportError as exc:  # taylor not available yet
-        raise FingerprintError(f"{path} looks like a Taylor release, but reading releases is unavailable: {exc}")
-    return ReleaseSource(path)
-
-
-def open_source(path: str | os.PathLike):
-    """A Taylor release (a folder whose manifest.json says so) or a transformers checkpoint."""
-    import json
-
-    path = Path(path)
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        try:
-            is_release = json.loads(manifest.read_text()).get("format") == "zkfp-taylor-release"
-        except (ValueError, OSError, AttributeError):
-            is_release = not (path / "config.json").is_file()
-        if is_release or not (path / "config.json").is_file():
-            return _open_release(path)  # a broken release manifest is reported by ReleaseReader
-    return _CheckpointSource(path)
-
-
-# -- the computation ---------------------------------------------------------------------------
 _CHUNK_ROWS = 1024
 
 
@@ -169,20 +89,3 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
                "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads},
     )
     return (fp, terms) if with_terms else fp
-
-
-def huref_vector(path: str | os.PathLike, token_ids: list[int], layers: int = 2) -> torch.Tensor:
-    """Baseline: HuRef's invariants exactly as its code computes them (last two layers, raw weights,
-    no gain folding, K/V tiled for GQA, weight-space gate⊙up), z-scored per term and flattened."""
-    from zkfp.architectures import ModelReader
-    from zkfp.checkpoint import Checkpoint
-
-    r = ModelReader(Checkpoint(path))
-    d = r.arch.dims
-    X = r.ckpt.get_rows(r.embedding_key(), token_ids, torch.float64)
-    out = []
-    for i in range(d.layers - layers, d.layers):
-        w = r.layer(i, torch.float64)
-        out.append(inv.huref_terms(X, w.q.weight, w.k.weight, w.v.weight, w.o.weight, w.up.weight, w.down.weight,
-                                   None if w.gate is None else w.gate.weight, d.heads, d.kv_heads))
-    return inv.invariant_vector(torch.stack(out))

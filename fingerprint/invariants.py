@@ -127,17 +127,3 @@ def ics(a: Tensor, b: Tensor) -> float:
     """HuRef's invariant-terms cosine similarity on the 100 × cosine scale."""
     a, b = a.double().reshape(-1), b.double().reshape(-1)
     return float(100.0 * (a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
-
-
-def huref_mlp_gated(X: Tensor, Wgate: Tensor, Wup: Tensor, Wdown: Tensor) -> Tensor:
-    """HuRef's original gated term X (W_gateᵀ ⊙ W_upᵀ) W_downᵀ Xᵀ (baseline only; not rotation invariant)."""
-    return X @ (Wgate.T * Wup.T) @ Wdown.T @ X.T
-
-
-def huref_terms(X: Tensor, q: Tensor, k: Tensor, v: Tensor, o: Tensor, up: Tensor, down: Tensor,
-                gate: Tensor | None, heads: int, kv_heads: int) -> Tensor:
-    """HuRef's terms exactly as its code computes them: raw weights, no folding, K/V tiled with cat."""
-    r = heads // kv_heads
-    k_t, v_t = torch.cat([k] * r), torch.cat([v] * r)
-    m_f = X @ up.T @ down.T @ X.T if gate is None else huref_mlp_gated(X, gate, up, down)
-    return torch.stack([X @ q.T @ k_t @ X.T, X @ v_t.T @ o.T @ X.T, m_f])

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from fingerprint import compare as C
-from fingerprint import extract as E
+from fingerprint import sources
 from fingerprint import fpjson
 from fingerprint import invariants as inv
 from fingerprint import spec
@@ -70,9 +70,9 @@ def sketch(d: int, r: int | None = None) -> torch.Tensor:
     """(d, r) seeded Gaussian sketch (r = SKETCH by default), or the identity when d ≤ r (exact)."""
     r = SKETCH if r is None else r
     if d <= r:
-        return torch.eye(d, dtype=E.DTYPE)
+        return torch.eye(d, dtype=sources.DTYPE)
     gen = torch.Generator().manual_seed(SKETCH_SEED)
-    return torch.randn(d, r, generator=gen, dtype=E.DTYPE) / r ** 0.5
+    return torch.randn(d, r, generator=gen, dtype=sources.DTYPE) / r ** 0.5
 
 
 def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
@@ -82,7 +82,7 @@ def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
     ga, gm = src.attn_gain(i), src.mlp_gain(i)  # fp32, as the fingerprint computes
 
     def w(role: str) -> torch.Tensor:
-        return src.weight(role, i).to(E.DTYPE)
+        return src.weight(role, i).to(sources.DTYPE)
 
     def inp(W: torch.Tensor, g: torch.Tensor) -> torch.Tensor:  # canonical input side, (out, d)
         return inv.fold_gain(W, g, layer_norm)
@@ -124,7 +124,7 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
             raise FingerprintError(f"weights are compared between two model or release folders and {path} is not "
                                    "one: the suspect must be a model or release folder too when the published side "
                                    "is (to compare with an FP.json or bundle, give the published FP.json or bundle)")
-    a, b = E.open_source(published), E.open_source(suspect)
+    a, b = sources.open_source(published), sources.open_source(suspect)
     da, db = a.arch.dims.hidden, b.arch.dims.hidden
     if da != db:
         raise FingerprintError(f"the models' hidden sizes differ ({da} vs {db}): their weights cannot be "

@@ -11,8 +11,11 @@ import torch
 
 from fingerprint import disguise, spec
 from fingerprint import extract as E
+from fingerprint import fpjson
 from fingerprint import invariants as inv
 from fingerprint.compare import compare
+from fingerprint.huref import huref_mlp_gated, huref_vector
+from fingerprint.sources import open_source
 from zkfp.errors import CheckpointError, FingerprintError, UnsupportedArchitecture
 
 
@@ -34,7 +37,7 @@ def test_gpt2_fingerprint_is_invariant_to_layernorm_safe_disguises(gpt2, disguis
 def test_huref_formula_is_broken_by_rotation_and_gain_replacement(llama, disguised, tmp_path):
     ids = spec.select_tokens(512)
     copy = disguised(llama, ["T3", "T5"], tmp_path)
-    assert inv.ics(E.huref_vector(llama, ids), E.huref_vector(copy, ids)) < 50
+    assert inv.ics(huref_vector(llama, ids), huref_vector(copy, ids)) < 50
     assert inv.ics(E.extract(llama).invariant_tensor(), E.extract(copy).invariant_tensor()) > 99.999
 
 
@@ -59,7 +62,7 @@ def test_neuron_space_product_is_rotation_invariant_but_hurefs_is_not():
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     ours = inv.term_mlp_gated(X, G, U, D)
     torch.testing.assert_close(inv.term_mlp_gated(X @ Q, G @ Q, U @ Q, Q.T @ D), ours)
-    assert (inv.huref_mlp_gated(X @ Q, G @ Q, U @ Q, Q.T @ D) - inv.huref_mlp_gated(X, G, U, D)).abs().max() > 1e-3
+    assert (huref_mlp_gated(X @ Q, G @ Q, U @ Q, Q.T @ D) - huref_mlp_gated(X, G, U, D)).abs().max() > 1e-3
 
 
 def test_reads_only_the_tensors_it_needs(llama, monkeypatch):
@@ -120,8 +123,8 @@ def test_token_selection_is_public_deterministic_and_survives_vocab_extension():
 
 def test_fp_json_roundtrip_records_spec_tokens_and_v(llama, tmp_path):
     fp = E.extract(llama)
-    E.save(fp, tmp_path / "fp.json")
-    back = E.load(tmp_path / "fp.json")
+    fpjson.save(fp, tmp_path / "fp.json")
+    back = fpjson.load(tmp_path / "fp.json")
     assert back.spec["version"] == spec.SPEC_VERSION and back.spec["k"] == spec.K_TOKENS
     assert back.token_ids == fp.token_ids and back.v == fp.v and back.invariants == fp.invariants
     r = compare(back, fp)
@@ -130,25 +133,25 @@ def test_fp_json_roundtrip_records_spec_tokens_and_v(llama, tmp_path):
 
 def test_bad_fingerprint_files_are_refused(llama, tmp_path):
     fp = E.extract(llama)
-    E.save(fp, tmp_path / "a.json")
+    fpjson.save(fp, tmp_path / "a.json")
     text = (tmp_path / "a.json").read_text()
     (tmp_path / "cut.json").write_text(text[: len(text) // 2])
     with pytest.raises(FingerprintError, match="not valid JSON"):
-        E.load(tmp_path / "cut.json")
+        fpjson.load(tmp_path / "cut.json")
     data = json.loads(text)
     data["v"] = data["v"][:-1]
     (tmp_path / "short.json").write_text(json.dumps(data))
     with pytest.raises(FingerprintError, match="v must be"):
-        E.load(tmp_path / "short.json")
+        fpjson.load(tmp_path / "short.json")
     (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(FingerprintError, match="not a zkfp fingerprint"):
-        E.load(tmp_path / "other.json")
+        fpjson.load(tmp_path / "other.json")
     with pytest.raises(FingerprintError, match="not found"):
-        E.load(tmp_path / "missing.json")
+        fpjson.load(tmp_path / "missing.json")
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "manifest.json").write_text(json.dumps({"format": "zkfp-taylor-release"}))
     with pytest.raises(FingerprintError, match="not a zkfp proof bundle"):
-        E.load(tmp_path / "folder")
+        fpjson.load(tmp_path / "folder")
 
 
 def test_compare_refuses_other_spec_versions_and_token_lists(llama):
@@ -237,7 +240,7 @@ def test_streaming_path_equals_the_pure_reference_functions(tiny_models, family)
 
     path = tiny_models(family, steps=5)
     fp, terms = E.extract(path, with_terms=True)
-    src = E.open_source(path)
+    src = open_source(path)
     r = ModelReader(Checkpoint(path))
     d = r.arch.dims
     X = src.embedding_rows(fp.token_ids)

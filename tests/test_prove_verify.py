@@ -439,7 +439,8 @@ def test_verification_runs_with_torch_and_transformers_unimportable(bundle, rele
 
 def test_bundle_loads_as_a_fingerprint_for_compare(bundle, release):
     from fingerprint.compare import compare
-    from fingerprint.extract import extract, load
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import load
 
     proven = load(bundle)
     assert proven.v == json.loads((bundle / "manifest.json").read_text())["v"]

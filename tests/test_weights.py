@@ -96,7 +96,8 @@ def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
 
 def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, derived, tmp_path):
     taylor = pytest.importorskip("taylor")
-    from fingerprint.extract import extract, save
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import save
     from fingerprint.identify import identify
     from fingerprint.registry import Registry, add_file
     from zkfp.errors import RegistryError
@@ -131,7 +132,8 @@ def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_mo
     """`registry add FP.json --release DIR` checks the release and records it; identify then scores a
     model suspect on that release's weights; a release that is gone leaves the fingerprint's score
     and a note."""
-    from fingerprint.extract import extract, save
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import save
     from fingerprint.identify import identify
     from fingerprint.registry import Registry, add_file
     from zkfp.errors import RegistryError
@@ -166,7 +168,8 @@ def test_an_inconclusive_fingerprint_verdict_on_a_model_says_how_the_weights_dec
     """Where the fingerprint leaves a lineage open and the suspect is a model, `compare` and
     `identify` name the command that scores it on the weights; an FP.json suspect has none."""
     from fingerprint import compare as C
-    from fingerprint.extract import extract, save
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import save
     from fingerprint.registry import Registry, add_file
     from zkfp.cli import main
 

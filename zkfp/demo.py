@@ -92,14 +92,15 @@ def fingerprint_all(models: dict[str, Path], out_dir: Path) -> dict:
     """Fingerprint every model on one token list; write FP.json + PNG each and a side-by-side sheet."""
     from PIL import Image, ImageDraw
 
-    from fingerprint import extract as E
+    from fingerprint.extract import extract
+    from fingerprint.fpjson import save
     from fingerprint.render import render
 
     fps, tiles = {}, []
     for name, path in models.items():
         ids = next(iter(fps.values())).token_ids if fps else None
-        fps[name] = fp = E.extract(path, token_ids=ids)
-        E.save(fp, out_dir / f"{name}.fp.json")
+        fps[name] = fp = extract(path, token_ids=ids)
+        save(fp, out_dir / f"{name}.fp.json")
         image = render(fp.v)
         image.save(out_dir / f"{name}.png")
         tiles.append((name, image))
@@ -169,7 +170,7 @@ def run(out: str, srs: str | None = None) -> int:
     console.print(f"  bundle {bundle}/ verifies against the release: "
                   + ", ".join(k for k, v in verdict.checks.items() if v in ("ok", True, "derived", "cached")))
 
-    from fingerprint.extract import load
+    from fingerprint.fpjson import load
 
     proven = load(bundle)
     for name in ("release", "offspring", "unrelated"):
