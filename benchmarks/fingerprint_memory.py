@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         results[mode] = measure(mode, path, args.huref_tokens)
         print(json.dumps(results[mode]))
     fp32_read = (args.layers * (4 * 4096 * 4096 + 3 * 4096 * 11008)) * 4 / 2**20
-    print(f"\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) |\n|---|---|---|---|---|")
+    print("\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) |\n|---|---|---|---|---|")
     for mode, label in (("zkfp", f"zkfp (lazy, per tensor, all {args.layers} layers)"),
                         ("huref", "HuRef way (whole model fp32, last two layers)"),
                         ("weights", f"weights compare (both sides, all {args.layers} layers, sketch r = 256)")):

@@ -34,19 +34,18 @@ from zkfp.errors import FingerprintError
 # (benchmarks/scale_population.py), by the rule in `fingerprint_zoo.rule`. Seed twins of plain-MLP
 # models (GPT-2) look far more alike on the fingerprints than gated ones (Llama), and their null
 # moves with the population (twins of 2 layers or on the toy vocabulary reach 66-69), hence the
-# high plain `related`; at hidden 256 the twins part (≤ 24) but a heavily continued model scores
-# as low as 33-35 against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe
-# the pooled unrelated pairs (the Gaussian null of the implied false-positive rate; the pool mixes
+# high plain `related`; at hidden 256 the twins part but a heavily continued model scores as low as
+# 33-35 against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe the
+# pooled unrelated pairs (the Gaussian null of the implied false-positive rate; the pool mixes
 # populations, so it is a rough guide). "weights" is fingerprint.weights (both models at hand,
-# bases aligned, forms whitened); its pool is what was scored whitened: for GPT-2 the zoo and the
-# populations of 2 layers, of hidden 256 and on the toy vocabulary, for Llama the zoo.
+# bases aligned, forms whitened).
 THRESHOLDS = {
-    "gated": {"invariants": {"related": 50.0, "unrelated": 30.0, "null_mean": 9.2, "null_sd": 5.6},
-              "v": {"related": 55.0, "unrelated": 30.0, "null_mean": 11.1, "null_sd": 6.6},
-              "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.4, "null_sd": 0.4}},
-    "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 38.9, "null_sd": 14.0},
-              "v": {"related": 90.0, "unrelated": 30.0, "null_mean": 36.6, "null_sd": 12.6},
-              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 6.7, "null_sd": 3.1}},
+    "gated": {"invariants": {"related": 50.0, "unrelated": 30.0, "null_mean": 8.9, "null_sd": 5.6},
+              "v": {"related": 55.0, "unrelated": 30.0, "null_mean": 11.0, "null_sd": 6.4},
+              "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.7}},
+    "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 39.7, "null_sd": 13.3},
+              "v": {"related": 85.0, "unrelated": 30.0, "null_mean": 38.0, "null_sd": 11.7},
+              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 
