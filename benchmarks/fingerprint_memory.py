@@ -6,7 +6,8 @@ Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, i
 11008, vocab 32000, 32 heads) but only `--layers` blocks, fp16, sharded one file per block,
 directly with safetensors. Then measures, each in a fresh process: the import baseline,
 `fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them),
-`fingerprint.weights.compare_weights` of the checkpoint with itself (both sides read) and the HuRef
+`fingerprint.weights.compare_weights` of the checkpoint with itself (both sides read; and with the
+whitening replaced by the identity, to price it in the same run) and the HuRef
 way (load the whole model in fp32 with transformers, then compute the terms of the last two
 layers; at 32 layers that is 27 GB, more than this machine holds: run it with fewer layers). Peak RSS is the child's
 VmHWM (ru_maxrss would carry the forking parent's peak across exec).
@@ -75,6 +76,10 @@ def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) / 1024
+def disk_read_mb():  # bytes this process made the disk read (page-cache hits are not counted)
+    for line in open("/proc/self/io"):
+        if line.startswith("read_bytes:"):
+            return int(line.split()[1]) / 2**20
 before = status("VmRSS:")
 import threading
 peak_anon = [0.0]
@@ -84,12 +89,15 @@ def sample():
         time.sleep(0.005)
 threading.Thread(target=sample, daemon=True).start()
 anon_before = status("RssAnon:")
+read_before = disk_read_mb()
 t = time.time()
 if mode == "zkfp":
     fp = E.extract(path)
-elif mode == "weights":  # fingerprint.weights against itself: both sides read, bases aligned, sketched
-    from fingerprint.weights import compare_weights
-    compare_weights(path, path)
+elif mode in ("weights", "weights-unwhitened"):  # fingerprint.weights against itself: both sides read, bases aligned, sketched
+    from fingerprint import weights as W
+    if mode == "weights-unwhitened":  # the whitening replaced by the identity: the baseline that prices it
+        W.whitening = lambda rows: torch.eye(rows.shape[1], dtype=rows.dtype)
+    W.compare_weights(path, path)
 elif mode == "huref":
     from transformers import AutoModelForCausalLM
     from fingerprint.huref import huref_terms
@@ -108,7 +116,7 @@ elif mode == "huref":
                                      w("mlp.gate_proj"), 32, 32))
 elapsed = time.time() - t
 print(json.dumps({{"mode": mode, "seconds": elapsed, "rss_before_mb": before, "anon_before_mb": anon_before, "peak_anon_mb": max(peak_anon[0], status("RssAnon:")),
-                  "peak_rss_mb": status("VmHWM:")}}))
+                  "peak_rss_mb": status("VmHWM:"), "disk_read_mb": disk_read_mb() - read_before}}))
 """
 
 
@@ -123,7 +131,7 @@ def measure(mode: str, path: Path, k: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights")
+    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights, weights-unwhitened")
     ap.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "zkfp-7b-shaped"))
     ap.add_argument("--huref-tokens", type=int, default=16, help="tokens for the HuRef run (HuRef uses 4096)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_memory.json"))
@@ -138,14 +146,15 @@ def main(argv=None) -> int:
         results[mode] = measure(mode, path, args.huref_tokens)
         print(json.dumps(results[mode]))
     fp32_read = (args.layers * (4 * 4096 * 4096 + 3 * 4096 * 11008)) * 4 / 2**20
-    print("\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) |\n|---|---|---|---|---|")
+    print("\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) | read from disk (MiB) |\n|---|---|---|---|---|---|")
     for mode, label in (("zkfp", f"zkfp (lazy, per tensor, all {args.layers} layers)"),
                         ("huref", "HuRef way (whole model fp32, last two layers)"),
-                        ("weights", f"weights compare (both sides, all {args.layers} layers, sketch r = 256)")):
+                        ("weights", f"weights compare (both sides, all {args.layers} layers, sketch r = 256)"),
+                        ("weights-unwhitened", "the same with the whitening replaced by the identity")):
         if mode not in results:
             continue
         r = results[mode]
-        print(f"| {label} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['rss_before_mb']:.0f} | {r['peak_anon_mb'] - r['anon_before_mb']:.0f} |")
+        print(f"| {label} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] - r['rss_before_mb']:.0f} | {r['peak_anon_mb'] - r['anon_before_mb']:.0f} | {r.get('disk_read_mb', float('nan')):.0f} |")
     print(f"(above baseline = peak RSS minus RSS after imports, before the work; the tensors the fingerprint needs are {fp32_read:.0f} MiB in fp32, "
           f"the largest single one {4096 * 11008 * 4 / 2**20:.0f} MiB)")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
