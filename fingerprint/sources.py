@@ -86,13 +86,6 @@ class ReleaseSource(CheckpointSource):
         self._qkv_cache = None
         self._mlp: tuple[int, object] | None = None
 
-    def embedding_rows(self, ids: list[int]) -> torch.Tensor:
-        key = self.reader.embedding_key()
-        return self.release_reader.get_rows(key, ids, DTYPE)
-
-    def vocab(self) -> int:
-        return self.release_reader.shape(self.reader.embedding_key())[0]
-
     def weight(self, role: str, i: int) -> torch.Tensor:
         if role not in ("gate", "up", "down"):
             return super().weight(role, i)
@@ -103,9 +96,8 @@ class ReleaseSource(CheckpointSource):
         return getattr(self._mlp[1], role)
 
     def release(self):
-        self._qkv_cache = None
         self._mlp = None
-        self.release_reader.close()
+        super().release()
 
 
 def open_source(path: str | os.PathLike):
@@ -116,7 +108,7 @@ def open_source(path: str | os.PathLike):
         try:
             is_release = json.loads(manifest.read_text()).get("format") == "zkfp-taylor-release"
         except (ValueError, OSError, AttributeError):
-            is_release = not (path / "config.json").is_file()
+            is_release = False  # unreadable: a release still, unless the folder is a checkpoint (below)
         if is_release or not (path / "config.json").is_file():
             return ReleaseSource(path)  # a broken release manifest is reported by ReleaseReader
     return CheckpointSource(path)
