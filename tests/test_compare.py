@@ -3,6 +3,8 @@ whose depth changed (layers dropped, copied or inserted), in order, and nowhere 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,23 @@ def test_alignment_keeps_the_order_of_layers():
     A = _layers(3, 4)
     reversed_ = C.layer_similarities(A, A[::-1])
     assert C.aligned_scores(reversed_[None])[0] < 30  # only one layer can pair with itself
+
+
+def _best_matching_by_enumeration(s: np.ndarray) -> float:
+    """max Σ s[i, j] over every monotone one-to-one matching, by trying them all."""
+    la, lb = s.shape
+    best = 0.0
+    for k in range(1, min(la, lb) + 1):
+        for rows in itertools.combinations(range(la), k):
+            for cols in itertools.combinations(range(lb), k):
+                best = max(best, sum(s[i, j] for i, j in zip(rows, cols)))
+    return best
+
+
+def test_the_programme_finds_the_best_monotone_matching():
+    S = np.random.default_rng(5).uniform(-60, 100, size=(6, 4, 5))
+    expected = [_best_matching_by_enumeration(s) / np.sqrt(4 * 5) for s in S]
+    assert np.allclose(C.aligned_scores(S), expected)
 
 
 def test_one_programme_scores_a_stack_like_one_by_one():
