@@ -10,8 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", help="model folder (config.json + safetensors) or Taylor release folder")
     p.add_argument("--out", required=True, help="where to write FP.json")
     p.add_argument("--image", help="also render the fingerprint to this PNG")
-    p.add_argument("--tokens-from", help="use the token ids of this FP.json (to compare models whose "
-                   "vocabularies differ)")
+    p.add_argument("--tokens-from", help="use the tokens of this FP.json (to compare models whose "
+                   "vocabularies differ or are numbered otherwise)")
     p.add_argument("--no-invariants", action="store_true",
                    help="leave the invariant terms out of FP.json (they reveal more about the weights than v)")
     p.set_defaults(handler=_fingerprint)
@@ -72,8 +72,8 @@ def _fingerprint(args: argparse.Namespace) -> int:
     from fingerprint.extract import extract
     from fingerprint.fpjson import load, save
 
-    ids = load(args.tokens_from).token_ids if args.tokens_from else None
-    fp = extract(args.path, token_ids=ids)
+    other = load(args.tokens_from) if args.tokens_from else None
+    fp = extract(args.path, token_ids=other and other.token_ids, tokens=other and other.tokens)
     save(fp, args.out, with_invariants=not args.no_invariants)
     msg = f"wrote {args.out} (spec {fp.spec['version']}, k={fp.spec['k']}, m={fp.spec['m']})"
     if args.image:
@@ -103,7 +103,7 @@ def _compare(args: argparse.Namespace) -> int:
         result = compare_weights(args.published, args.suspect)
     else:
         published = fpjson.load(args.published)
-        result = compare(published, suspect_fingerprint(args.suspect, published.token_ids))
+        result = compare(published, suspect_fingerprint(args.suspect, published.token_ids, published.tokens))
         result["suspect_fingerprinted"] = is_model_folder(args.suspect)
     if args.json:
         print(json.dumps(result))
@@ -112,7 +112,8 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"aligned the bases of {args.suspect} to {args.published} on their embeddings "
                   f"(residual {result['alignment_residual']:.2f})")
         elif result["suspect_fingerprinted"]:
-            print(f"fingerprinted {args.suspect} on the published fingerprint's {result['k']} token ids")
+            where = " (at its own ids for them: it numbers its vocabulary otherwise)" if result["renumbered"] else ""
+            print(f"fingerprinted {args.suspect} on the published fingerprint's {result['k']} tokens{where}")
         lay = result["layers"]
         print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}, layers aligned): "
               f"{result['verdict']}")

@@ -146,7 +146,8 @@ def check_compatible(a: Fingerprint, b: Fingerprint) -> None:
     reason = spec_mismatch(a.spec, b.spec)
     if reason:
         raise FingerprintError(reason)
-    if list(a.token_ids) != list(b.token_ids):
+    same_tokens = a.tokens is not None and a.tokens == b.tokens  # the same tokens, numbered alike or not
+    if list(a.token_ids) != list(b.token_ids) and not same_tokens:
         raise FingerprintError("fingerprints were computed on different token lists; compare a model folder "
                                "(zkfp compare PUBLISHED MODEL_DIR fingerprints it on PUBLISHED's tokens)")
 
@@ -173,4 +174,5 @@ def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
         basis, S = "v", S_v
     return {**scored(S, basis, thresholds(published.spec, basis)),
             "v_similarity": round(float(aligned_scores(S_v[None])[0]), 4),
+            "renumbered": list(published.token_ids) != list(suspect.token_ids),  # same tokens at other ids
             "spec": published.spec.get("version"), "k": published.spec.get("k")}

@@ -9,11 +9,17 @@ the original's (checked by `logits_close`), while its raw weights look unrelated
   general map that commutes with RoPE), T5 norm-gain replacement compensated in the readers,
   T6 per-neuron MLP scaling (SiLU-gated: up × c, down ÷ c; not function-preserving for GELU,
   so not applied to GPT-2).
+
+`renumber_vocabulary` disguises the token ids instead: a permuted vocabulary, rows moved with it.
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
 
@@ -258,3 +264,38 @@ def logits_close(a, b, atol: float = 1e-4) -> float:
     if err > atol:
         raise AssertionError(f"disguise changed the logits by {err:.3g} > {atol}")
     return err
+
+
+# -- vocabulary renumbering (a disguise of the token ids, not of the weights) ---------------------
+def renumber_vocabulary(src: str | os.PathLike, out: str | os.PathLike, seed: int = 0) -> list[int]:
+    """Write a copy of the checkpoint folder `src` to `out` with its vocabulary numbered anew: a
+    seeded permutation of every id but the added (special) tokens, applied to tokenizer.json's
+    vocabulary and to the rows of the input embedding and of the LM head. Text in, text out,
+    nothing changes (logits move with their ids); only the ids do, so the rows at any fixed id are
+    other tokens. Returns the permutation: `perm[old_id]` is the token's new id."""
+    from transformers import AutoModelForCausalLM
+
+    src, out = Path(src), Path(out)
+    tok = json.loads((src / "tokenizer.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(src)
+    n = model.get_input_embeddings().weight.shape[0]
+    fixed = {t["id"] for t in tok.get("added_tokens", [])}
+    movable = torch.tensor([i for i in range(n) if i not in fixed])
+    perm = torch.arange(n)
+    perm[movable] = movable[torch.randperm(len(movable), generator=torch.Generator().manual_seed(seed))]
+    layers = [model.get_input_embeddings()]
+    head = model.get_output_embeddings()
+    if head is not None and head.weight.data_ptr() != layers[0].weight.data_ptr():  # not tied to the input
+        layers.append(head)
+    with torch.no_grad():
+        for layer in layers:
+            rows = layer.weight.detach().clone()
+            layer.weight[perm] = rows
+            if getattr(layer, "bias", None) is not None:
+                bias = layer.bias.detach().clone()
+                layer.bias[perm] = bias
+    tok["model"]["vocab"] = {s: int(perm[i]) for s, i in tok["model"]["vocab"].items()}
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.safetensors", "*.safetensors.index.json"))
+    model.save_pretrained(out)
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    return perm.tolist()

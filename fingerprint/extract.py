@@ -13,6 +13,7 @@ import torch
 
 from fingerprint import invariants as inv
 from fingerprint import spec
+from fingerprint import tokens as token_strings
 from fingerprint.fpjson import Fingerprint
 from fingerprint.sources import open_source
 from zkfp.errors import FingerprintError
@@ -59,19 +60,25 @@ def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None
 
 
 def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int = spec.K_TOKENS,
-            with_terms: bool = False):
+            with_terms: bool = False, tokens: list[str] | None = None):
     """Fingerprint of a transformers checkpoint or a Taylor release.
 
     `token_ids` defaults to the spec's public choice for the model's vocabulary; pass the ids of
-    another fingerprint to compare two models with different vocabularies on the same rows.
-    Every layer is read, and v holds one m-vector per layer (fingerprint.encoder).
+    another fingerprint to compare two models with different vocabularies on the same rows, and
+    its `tokens` too: the rows are then read at this model's ids for those token strings when its
+    tokenizer has them all (a renumbered vocabulary), at `token_ids` otherwise.
+    Every layer is read, and v holds one m-vector per layer (fingerprint.encoder); the token
+    strings of the ids read are recorded when the folder has a tokenizer.
     Returns a `Fingerprint` (and the raw (L, 3, k, k) terms when `with_terms`).
     """
     from fingerprint.encoder import encode
 
     src = open_source(path)
     vocab = src.vocab()
-    if token_ids is None:
+    renumbered = None if tokens is None else token_strings.ids_of(path, tokens)
+    if renumbered is not None:
+        token_ids = renumbered
+    elif token_ids is None:
         token_ids = spec.select_tokens(vocab, k)
     token_ids = [int(t) for t in token_ids]
     terms = terms_from_source(src, token_ids)
@@ -87,5 +94,6 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
         invariants=[float(x) for x in z],
         model={"family": src.arch.family.name, "source": src.kind, "vocab": vocab,
                "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads},
+        tokens=token_strings.strings_of(path, token_ids),
     )
     return (fp, terms) if with_terms else fp

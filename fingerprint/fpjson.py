@@ -23,6 +23,7 @@ class Fingerprint:
     v: list[float]
     invariants: list[float] | None = None  # z-scored flat invariant vector (local use)
     model: dict = field(default_factory=dict)
+    tokens: list[str] | None = None  # the token strings of token_ids (fingerprint.tokens), when known
 
     @property
     def layers(self) -> int:
@@ -48,6 +49,8 @@ class Fingerprint:
 
     def to_json(self, with_invariants: bool = True) -> dict:
         out = {"format": FORMAT, "spec": self.spec, "token_ids": self.token_ids, "v": self.v, "model": self.model}
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
         if with_invariants and self.invariants is not None:
             out["invariants"] = self.invariants
         return out
@@ -98,12 +101,16 @@ def from_json(data, where: str) -> Fingerprint:
         raise FingerprintError(f"{where}: token_ids must be {s['k']} non-negative integers")
     if not _finite_list(v, s["m"] * s["layers"]):
         raise FingerprintError(f"{where}: v must be {s['m']} × {s['layers']} layers = {s['m'] * s['layers']} finite numbers")
+    tokens = data.get("tokens")
+    if tokens is not None and (not isinstance(tokens, list) or len(tokens) != s["k"]
+                               or not all(isinstance(t, str) for t in tokens)):
+        raise FingerprintError(f"{where}: tokens must be the {s['k']} token strings of token_ids")
     invs = data.get("invariants")
     if invs is not None and not _finite_list(invs, spec.invariant_length(s["layers"], s["k"])):
         raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
-                       invariants=None if invs is None else [float(x) for x in invs], model=model)
+                       invariants=None if invs is None else [float(x) for x in invs], model=model, tokens=tokens)
 
 
 def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
@@ -114,6 +121,7 @@ def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
     b = read_bundle(path)
     s = spec.spec_dict(layers=len(b.shape_json["layers"]), mlp=b.shape_json.get("mlp", "gated"))
     return {"format": FORMAT, "spec": s, "token_ids": list(b.token_ids),
+            **({} if b.tokens is None else {"tokens": list(b.tokens)}),
             "v": list(b.v if v is None else v),
             "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
                       "release_files": b.release_files}}

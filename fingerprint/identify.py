@@ -31,6 +31,7 @@ import numpy as np
 
 from fingerprint import compare as C
 from fingerprint import fpjson
+from fingerprint import tokens as token_strings
 from fingerprint.fpjson import Fingerprint
 from fingerprint.registry import Group, Registry
 from zkfp.errors import FingerprintError, RegistryError
@@ -74,13 +75,15 @@ def is_model_folder(path: str | os.PathLike) -> bool:
     return Path(path).is_dir() and not fpjson.is_bundle(path)
 
 
-def suspect_fingerprint(path: str | os.PathLike, token_ids: list[int] | None = None) -> Fingerprint:
-    """An FP.json or bundle as it is; a model or release folder fingerprinted on `token_ids`."""
+def suspect_fingerprint(path: str | os.PathLike, token_ids: list[int] | None = None,
+                        tokens: list[str] | None = None) -> Fingerprint:
+    """An FP.json or bundle as it is; a model or release folder fingerprinted on the published
+    `token_ids`, or at its own ids of the published `tokens` where it numbers them otherwise."""
     if not is_model_folder(path):
         return fpjson.load(path)
     from fingerprint.extract import extract
 
-    return extract(path, token_ids=token_ids)
+    return extract(path, token_ids=token_ids, tokens=tokens)
 
 
 def identify(suspect: str | os.PathLike, registry: Registry,
@@ -123,25 +126,28 @@ def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
 
     fps, reasons, failed = [], [], []
     fixed = None if fingerprinted else suspect_fingerprint(suspect)
-    by_tokens: dict[tuple[int, ...], Fingerprint | FingerprintError] = {}  # groups of other depths share ids
+    by_tokens: dict[tuple, Fingerprint | FingerprintError] = {}  # groups of other depths share token lists
     for group in groups:
         ours = fixed.spec if fixed is not None else spec.spec_dict(layers=group.spec["layers"], k=len(group.token_ids))
         reason = C.spec_mismatch(group.spec, ours)
-        if reason is None and fixed is not None and list(fixed.token_ids) != list(group.token_ids):
+        if reason is None and fixed is not None and list(fixed.token_ids) != list(group.token_ids) \
+                and (group.tokens is None or list(group.tokens) != fixed.tokens):
             reason = "registered on other token ids; pass the suspect's model folder to fingerprint it on them"
         fp = None
         if reason is None:
-            ids = tuple(group.token_ids)
-            if ids not in by_tokens:
+            key = tuple(group.token_ids)
+            if fixed is None and group.tokens is not None:  # the suspect's ids of the registered tokens
+                key = tuple(token_strings.ids_of(suspect, list(group.tokens)) or key)
+            if key not in by_tokens:
                 try:
-                    by_tokens[ids] = fixed if fixed is not None else suspect_fingerprint(suspect, list(ids))
+                    by_tokens[key] = fixed if fixed is not None else suspect_fingerprint(suspect, list(key))
                 except FingerprintError as exc:
-                    by_tokens[ids] = exc
+                    by_tokens[key] = exc
                     failed.append(exc)
-            if isinstance(by_tokens[ids], FingerprintError):
-                reason = str(by_tokens[ids])
+            if isinstance(by_tokens[key], FingerprintError):
+                reason = str(by_tokens[key])
             else:
-                fp = by_tokens[ids]
+                fp = by_tokens[key]
         fps.append(fp)
         reasons.append(reason)
     return fps, reasons, failed

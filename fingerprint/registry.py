@@ -14,8 +14,9 @@ the start of each transaction (BEGIN IMMEDIATE) and wait for it (busy timeout), 
 adding at once neither lose nor corrupt an entry.
 
 The schema version is SQLite's `user_version`; a `meta` table tags the file as a zkfp registry.
-A file that is not one, or one written by a newer schema, is refused, never modified. A schema 1
-file (before releases were recorded) is read as it is and upgraded when first opened for writing.
+A file that is not one, or one written by a newer schema, is refused, never modified. An older
+schema (1: before releases were recorded, 2: before token strings were) is read as it is and
+upgraded when first opened for writing.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from fingerprint.fpjson import Fingerprint
 from zkfp.errors import RegistryError
 
 FORMAT = "zkfp-registry"
-SCHEMA_VERSION = 2  # 2: the release column
+SCHEMA_VERSION = 3  # 2: the release column; 3: the tokens column
+_ADDED_COLUMNS = {2: "release TEXT", 3: "tokens TEXT"}  # what each schema version added
 ENV = "ZKFP_REGISTRY"
 BUSY_TIMEOUT_S = 60.0
 
@@ -54,12 +56,13 @@ CREATE TABLE fingerprints (
     model TEXT NOT NULL,                  -- JSON: what the file said about the model
     source TEXT NOT NULL,                 -- the file or bundle it was added from
     added_at REAL NOT NULL,
-    release TEXT                          -- the published release folder, if given when added (schema 2)
+    release TEXT,                         -- the published release folder, if given when added (schema 2)
+    tokens TEXT                           -- JSON list: the token strings of token_ids, NULL if unknown (schema 3)
 );
 CREATE INDEX fingerprints_by_tokens ON fingerprints (token_ids);
 """
 _INSERT_COLUMNS = ("name, digest, spec, token_ids, v, invariants, proven, commitment_digest, srs_kind, model, source, "
-                   "added_at, release")
+                   "added_at, release, tokens")
 
 
 def default_path() -> Path:
@@ -83,13 +86,15 @@ class Entry:
     source: str
     added_at: float
     release: str | None = None  # the published release folder, checked when the entry was added
+    tokens: tuple[str, ...] | None = None  # the token strings of token_ids (fingerprint.tokens), when known
 
 
 @dataclass(frozen=True)
 class Group:
-    """Entries that can be compared with one suspect fingerprint: same spec, same token ids."""
+    """Entries that can be compared with one suspect fingerprint: same spec, same token ids and strings."""
     spec: dict
     token_ids: tuple[int, ...]
+    tokens: tuple[str, ...] | None
     entries: list[Entry]
     v: np.ndarray                  # (n, m · layers) float32
     invariants: np.ndarray | None  # (entries that carry them, len) float32, in entry order
@@ -141,24 +146,27 @@ class Registry:
                 version, tables = self._schema_state()
         except sqlite3.DatabaseError as exc:
             raise RegistryError(f"{self.path} is not a zkfp registry ({exc})") from None
-        if version == 1 and create:
-            self._upgrade_from_1()
+        if 1 <= version < SCHEMA_VERSION and create:
+            self._upgrade()
             version, tables = self._schema_state()
         if version > SCHEMA_VERSION:
             raise RegistryError(f"registry {self.path} was written by a newer zkfp (schema {version}; this zkfp "
                                 f"reads schema {SCHEMA_VERSION}): upgrade zkfp to use it")
         if "meta" not in tables or self._format() != FORMAT or version < 1:
             raise RegistryError(f"{self.path} is not a zkfp registry (an SQLite file without the zkfp registry tag)")
-        # read-only, a schema 1 file is read as it is: no entry of it records a release
-        self._columns = self._ENTRY_COLUMNS + (", release" if version >= 2 else ", NULL")
+        # read-only, an older file is read as it is: its entries record no release or tokens
+        self._columns = self._ENTRY_COLUMNS + "".join(
+            ", " + (column.split()[0] if version >= v else "NULL") for v, column in sorted(_ADDED_COLUMNS.items()))
 
-    def _upgrade_from_1(self) -> None:
+    def _upgrade(self) -> None:
         if self._format() != FORMAT:
             return  # not ours: refused below, untouched
         with self._write():
-            if self._schema_state()[0] == 1:  # another process may have upgraded it meanwhile
-                self._db.execute("ALTER TABLE fingerprints ADD COLUMN release TEXT")
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            version = self._schema_state()[0]  # another process may have upgraded it meanwhile
+            for v, column in sorted(_ADDED_COLUMNS.items()):
+                if version < v:
+                    self._db.execute(f"ALTER TABLE fingerprints ADD COLUMN {column}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _schema_state(self) -> tuple[int, set[str]]:
         """The schema version and the tables, read in one snapshot. Read apart, a process creating
@@ -205,14 +213,14 @@ class Registry:
         invs = None if fp.invariants is None else np.asarray(fp.invariants, dtype="<f4").tobytes()
         row = (name, digest, json.dumps(fp.spec, sort_keys=True), json.dumps([int(t) for t in fp.token_ids]), v,
                invs, int(proven), commitment_digest, srs_kind, json.dumps(fp.model, sort_keys=True), source,
-               time.time(), release)
+               time.time(), release, None if fp.tokens is None else json.dumps(list(fp.tokens)))
         with self._write():
             same = self._db.execute("SELECT name FROM fingerprints WHERE digest = ?", (digest,)).fetchone()
             if same:
                 raise RegistryError(f"this fingerprint is already registered as {same[0]!r}; nothing added")
             if self._db.execute("SELECT 1 FROM fingerprints WHERE name = ?", (name,)).fetchone():
                 raise RegistryError(f"the name {name!r} is taken in {self.path}; choose another with --name")
-            self._db.execute(f"INSERT INTO fingerprints ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 13)})", row)
+            self._db.execute(f"INSERT INTO fingerprints ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * len(row))})", row)
         return self.get(name)
 
     def remove(self, name: str) -> None:
@@ -241,7 +249,7 @@ class Registry:
         rows = self._db.execute(f"SELECT {self._columns}, v, invariants FROM fingerprints")  # unsorted:
         by_key: dict[tuple[str, str], list] = {}  # sorting would copy every blob; identify ranks anyway
         for r in rows:
-            by_key.setdefault((r[3], r[2]), []).append(r)
+            by_key.setdefault((r[3], r[2], r[11] or ""), []).append(r)
         parsed: dict[str, object] = {}  # one json.loads per distinct spec, token list and model text
         return [_group(members, parsed) for _key, members in sorted(by_key.items())]
 
@@ -270,7 +278,7 @@ class _Transaction:
 
 def _entry(r, parsed: dict | None = None) -> Entry:
     """An Entry from a row; `parsed` memoises the JSON texts that many rows share (read-only use)."""
-    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added, release = r[:11]
+    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added, release, tokens = r[:12]
     def load(text: str):
         if parsed is None:
             return json.loads(text)
@@ -280,19 +288,19 @@ def _entry(r, parsed: dict | None = None) -> Entry:
 
     return Entry(name=name, digest=digest, spec=load(spec), token_ids=tuple(load(ids)), proven=bool(proven),
                  commitment_digest=commitment, srs_kind=srs_kind, model=load(model), source=source, added_at=added,
-                 release=release)
+                 release=release, tokens=None if tokens is None else tuple(load(tokens)))
 
 
 def _group(rows: list, parsed: dict) -> Group:
     entries = [_entry(r, parsed) for r in rows]
-    m = len(rows[0][11]) // 4
-    v = np.frombuffer(b"".join(r[11] for r in rows), dtype="<f4").reshape(len(rows), m)
-    has = np.array([r[12] is not None for r in rows])
+    m = len(rows[0][12]) // 4
+    v = np.frombuffer(b"".join(r[12] for r in rows), dtype="<f4").reshape(len(rows), m)
+    has = np.array([r[13] is not None for r in rows])
     invariants = None
     if has.any():  # only the entries that carry them: a v-only entry (a bundle's) costs nothing here
-        invariants = np.frombuffer(b"".join(r[12] for r in rows if r[12] is not None),
+        invariants = np.frombuffer(b"".join(r[13] for r in rows if r[13] is not None),
                                    dtype="<f4").reshape(int(has.sum()), -1)
-    return Group(spec=entries[0].spec, token_ids=entries[0].token_ids, entries=entries, v=v,
+    return Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries, v=v,
                  invariants=invariants, has_invariants=has)
 
 

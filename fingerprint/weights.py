@@ -8,8 +8,9 @@ pretraining of one model (README, "Fingerprints"). The weights themselves keep f
 of their lineage (a 5×-trained GPT-2 keeps cosine 0.7-0.9 with its base, seed twins ≈ 0), but
 a disguise rotates the residual basis, so the bases are aligned first:
 
-1. Procrustes on the embeddings. The rows of the ids both vocabularies have (`shared_rows`),
-   canonical as for the invariants (centred for LayerNorm families), give the
+1. Procrustes on the embeddings. The rows of the ids both vocabularies have (`shared_rows`; the
+   suspect's rows of the same token strings where it numbers its vocabulary otherwise, see
+   `fingerprint.tokens`), canonical as for the invariants (centred for LayerNorm families), give the
    orthogonal Q minimising ‖E_suspect·Q − E_published‖ (SVD of E_suspectᵀ·E_published).
 2. Per layer, three d×d forms that every other function-preserving disguise leaves unchanged:
    A = Σ_h W_q,hᵀ W_k,h (per-head Q/K mixing cancels), B = Σ_h W_v,hᵀ W_o,hᵀ (V/O mixing
@@ -41,6 +42,7 @@ from fingerprint import sources
 from fingerprint import fpjson
 from fingerprint import invariants as inv
 from fingerprint import spec
+from fingerprint import tokens as token_strings
 from zkfp.errors import FingerprintError
 
 MAX_ROWS = 16384     # embedding rows used for the Procrustes alignment
@@ -56,8 +58,8 @@ def shared_rows(vocab: int, hidden: int) -> range:
     return range(lo, min(vocab, lo + MAX_ROWS))
 
 
-def _rows(src, ids: range) -> torch.Tensor:
-    return inv.canonical_tokens(src.embedding_rows(list(ids)), src.arch.family.norm == "layer")
+def _rows(src, ids: list[int]) -> torch.Tensor:
+    return inv.canonical_tokens(src.embedding_rows(ids), src.arch.family.norm == "layer")
 
 
 def procrustes(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
@@ -129,11 +131,11 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
     if da != db:
         raise FingerprintError(f"the models' hidden sizes differ ({da} vs {db}): their weights cannot be "
                                "aligned; compare fingerprints instead (zkfp fingerprint, then zkfp compare FP.json ...)")
-    ids = shared_rows(min(a.vocab(), b.vocab()), da)
-    if len(ids) < da:
-        raise FingerprintError(f"the models share only {len(ids)} token rows for a hidden size of {da}: too few "
+    ids_a, ids_b = token_strings.matched_ids(published, suspect, list(shared_rows(min(a.vocab(), b.vocab()), da)))
+    if len(ids_a) < da:
+        raise FingerprintError(f"the models share only {len(ids_a)} token rows for a hidden size of {da}: too few "
                                "to align their bases")
-    rows_a, rows_b = _rows(a, ids), _rows(b, ids)
+    rows_a, rows_b = _rows(a, ids_a), _rows(b, ids_b)
     Q = procrustes(rows_b, rows_a)
     residual = float((rows_b @ Q - rows_a).norm() / rows_a.norm())
     T = whitening(rows_a)

@@ -70,6 +70,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
     from circuits.plan import make_plan
     from fingerprint import render
     from fingerprint import spec as fspec
+    from fingerprint import tokens as token_strings
     from prover.runner import RayRunner
 
     if srs is None and not dev_srs:
@@ -118,7 +119,8 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                 chunk_rows=plan.chunk_rows, proofs=entries, release_commitments=_release_commitments(plan, entries),
                 v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
                 png_sha256=sha256_file(tmp / bundle_format.PNG),
-                spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m, mlp=shape.mlp))
+                spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m, mlp=shape.mlp),
+                tokens=token_strings.strings_of(release_dir, token_ids))
         shutil.rmtree(work, ignore_errors=True)
     timings.update(cosine=cos, chunks=len(plan.chunks), circuits=len(plan.parts), total_s=time.perf_counter() - start,
                    chunk_costs={c.name: results[c.name].get("cost") for c in plan.chunks},

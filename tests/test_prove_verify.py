@@ -365,6 +365,11 @@ def test_truncated_manifest(copy):
     _refused(_verify(copy), status="unusable", words=("JSON",))
 
 
+def test_malformed_token_strings_in_the_manifest(copy):
+    _edit_manifest(copy, lambda m: m["model"].update(tokens=["only one"]))
+    _refused(_verify(copy), status="unusable", words=("model.tokens",))
+
+
 def test_malformed_proof_json(copy):
     (copy / "encoder.proof.json").write_text('{"instances": 3}')
     _refused(_verify(copy), status="unusable")
@@ -444,6 +449,7 @@ def test_bundle_loads_as_a_fingerprint_for_compare(bundle, release):
 
     proven = load(bundle)
     assert proven.v == json.loads((bundle / "manifest.json").read_text())["v"]
+    assert proven.tokens is not None and proven.tokens == extract(release).tokens  # the release's token strings
     result = compare(proven, extract(release, token_ids=proven.token_ids))
     assert result["basis"] == "v" and result["verdict"] == "same-lineage"
 

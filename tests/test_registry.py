@@ -28,7 +28,7 @@ def zkfp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def synthetic(seed: int, token_ids=None, like: Fingerprint | None = None, noise: float = 0.0,
-              invariants: bool = True, layers: int = 3) -> Fingerprint:
+              invariants: bool = True, layers: int = 3, tokens: list[str] | None = None) -> Fingerprint:
     """A well-formed fingerprint with Gaussian vectors (or `like`'s plus noise): for registry logic."""
     g = np.random.default_rng(seed)
     layers = like.layers if like is not None else layers
@@ -37,7 +37,8 @@ def synthetic(seed: int, token_ids=None, like: Fingerprint | None = None, noise:
     z = g.standard_normal(n) if like is None else np.asarray(like.invariants) + noise * g.standard_normal(n)
     ids = token_ids if token_ids is not None else (like.token_ids if like else spec.select_tokens(4096))
     return Fingerprint(spec=spec.spec_dict(layers), token_ids=list(ids), v=[float(x) for x in v],
-                       invariants=[float(x) for x in z] if invariants else None, model={"family": "synthetic"})
+                       invariants=[float(x) for x in z] if invariants else None, model={"family": "synthetic"},
+                       tokens=tokens)
 
 
 @pytest.fixture(scope="module")
@@ -200,25 +201,30 @@ def test_a_registry_from_a_newer_schema_is_refused(tmp_path):
     assert r.returncode == 2 and "newer zkfp" in r.stderr
 
 
-def test_a_schema_1_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path):
-    """Schema 1 (before releases were recorded): read-only use leaves the file alone; the first
-    write adds the release column and keeps every entry."""
+@pytest.mark.parametrize("version, missing", [(1, ("release", "tokens")), (2, ("tokens",))])
+def test_an_older_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path, version, missing):
+    """Schema 1 (before releases were recorded) and 2 (before token strings were): read-only use
+    leaves the file alone; the first write adds the missing columns and keeps every entry."""
     reg = tmp_path / "r.sqlite"
     with Registry(reg) as db:
         db.add(synthetic(1), "old", source="test")
-    with sqlite3.connect(reg) as db:  # the file as the previous zkfp wrote it
-        db.execute("ALTER TABLE fingerprints DROP COLUMN release")
-        db.execute("PRAGMA user_version = 1")
+    with sqlite3.connect(reg) as db:  # the file as the previous zkfp wrote it (its columns, not its constraints)
+        kept = [r[1] for r in db.execute("PRAGMA table_info(fingerprints)") if r[1] not in missing]
+        db.execute(f"CREATE TABLE earlier AS SELECT {', '.join(kept)} FROM fingerprints")
+        db.execute("DROP TABLE fingerprints")
+        db.execute("ALTER TABLE earlier RENAME TO fingerprints")
+        db.execute(f"PRAGMA user_version = {version}")
     before = reg.read_bytes()
     with Registry(reg, create=False) as db:
-        assert [(e.name, e.release) for e in db.entries()] == [("old", None)]
+        assert [(e.name, e.release, e.tokens) for e in db.entries()] == [("old", None, None)]
         assert [e.name for g in db.groups() for e in g.entries] == ["old"]
     assert reg.read_bytes() == before
     with Registry(reg) as db:
-        db.add(synthetic(2), "new", source="test", release="/somewhere")
-        assert [(e.name, e.release) for e in db.entries()] == [("old", None), ("new", "/somewhere")]
+        db.add(synthetic(2, tokens=[f"t{i}" for i in range(spec.K_TOKENS)]), "new", source="test", release="/somewhere")
+        assert [(e.name, e.release, e.tokens and e.tokens[0]) for e in db.entries()] == [
+            ("old", None, None), ("new", "/somewhere", "t0")]
     with sqlite3.connect(reg) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_a_folder_that_is_neither_a_bundle_nor_a_file_is_refused(tmp_path):

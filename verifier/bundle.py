@@ -75,6 +75,7 @@ class Bundle:
     srs_sha256: str
     release_files: dict
     float_cosine: float
+    tokens: tuple[str, ...] | None = None  # the token strings of token_ids: not proven (fingerprint.tokens)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -96,6 +97,15 @@ def _plain(name, what: str) -> str:
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
         raise BundleError(f"manifest names {what} {name!r}, which is not a plain file name")
     return name
+
+
+def _tokens(model: dict) -> tuple[str, ...] | None:
+    tokens = model.get("tokens")
+    if tokens is None:
+        return None
+    if not isinstance(tokens, list) or len(tokens) != len(model["token_ids"]) or not all(isinstance(t, str) for t in tokens):
+        raise BundleError("manifest.json is malformed: model.tokens must be the token strings of model.token_ids")
+    return tuple(tokens)
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -125,7 +135,7 @@ def read_bundle(path: str | Path) -> Bundle:
             logrows=int(m["circuit"]["logrows"]), chunk_rows=int(m["circuit"]["chunk_rows"]), proofs=proofs, commitment_digest=str(m["commitment_digest"]),
             v=tuple(float(x) for x in m["v"]), png_sha256=str(m["png"]["sha256"]),
             srs_sha256=str(m["srs"]["sha256"]), release_files=dict(m["release"]["files"]),
-            float_cosine=float(m.get("float_cosine", "nan")))
+            float_cosine=float(m.get("float_cosine", "nan")), tokens=_tokens(m["model"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"manifest.json is malformed: {type(exc).__name__} {exc}") from None
     if not proofs:
@@ -142,13 +152,15 @@ def read_bundle(path: str | Path) -> Bundle:
 def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, token_ids, shape_json: dict,
                    circuit_key: str, logrows: int, chunk_rows: int, proofs: list[ProofEntry],
                    release_commitments, v, srs_sha256: str,
-                   release_files: dict, float_cosine: float, png_sha256: str, spec: dict) -> None:
+                   release_files: dict, float_cosine: float, png_sha256: str, spec: dict,
+                   tokens: list[str] | None = None) -> None:
     write_json(folder / MANIFEST, {
         "format": FORMAT,
         "format_version": VERSION,
         "ezkl_version": ezkl_version,
         "fingerprint_spec": spec,   # informational: the verifier uses its own pinned spec
-        "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids)},
+        "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids),
+                  "tokens": tokens},  # unproven: which tokens the ids are, for suspects that renumber them
         "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows, "chunk_rows": chunk_rows},
         "proofs": [{"name": p.name, "proof": p.proof, "vk": p.vk, "settings": p.settings, "sha256": p.sha256,
                     "inputs": [{"name": n, "points": pts} for n, pts in p.inputs],
