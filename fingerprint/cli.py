@@ -121,6 +121,9 @@ def _compare(args: argparse.Namespace) -> int:
               f"{lay['suspect']}: " + ", ".join(f"{i}→{j} ({s:.0f})" for i, j, s in lay["aligned"]))
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
               f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
+        if result.get("same_tokens") is False:
+            print("  warning: the suspect's tokens at these ids are not the published ones (another vocabulary), "
+                  "so rows of different tokens were compared")
         if result["verdict"] == "inconclusive" and result.get("suspect_fingerprinted"):
             print(f"  {_WEIGHTS_DECIDE} zkfp compare RELEASE_DIR {args.suspect}")
     return 0

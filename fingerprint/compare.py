@@ -175,4 +175,7 @@ def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
     return {**scored(S, basis, thresholds(published.spec, basis)),
             "v_similarity": round(float(aligned_scores(S_v[None])[0]), 4),
             "renumbered": list(published.token_ids) != list(suspect.token_ids),  # same tokens at other ids
+            # whether both read the same token strings (None: a side does not know its strings)
+            "same_tokens": None if published.tokens is None or suspect.tokens is None
+            else published.tokens == suspect.tokens,
             "spec": published.spec.get("version"), "k": published.spec.get("k")}

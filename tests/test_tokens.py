@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -132,3 +133,18 @@ def test_fp_json_with_malformed_token_strings_is_refused(llama, tmp_path, tokens
     (tmp_path / "fp.json").write_text(json.dumps(data))
     with pytest.raises(FingerprintError, match="tokens must be the 16 token strings of token_ids"):
         load(tmp_path / "fp.json")
+
+
+def test_compare_warns_when_the_suspect_has_other_tokens_at_the_published_ids(llama, tmp_path):
+    """A suspect whose tokenizer lacks the published tokens is read by id: the rows are then other
+    tokens', and the command says so."""
+    from zkfp.zoo.tokenizer import train_bpe
+
+    other = tmp_path / "other"
+    shutil.copytree(llama, other)
+    letters = np.random.default_rng(0).choice(list("qxzjkvwy"), size=(3000, 6))
+    train_bpe(["".join(w) for w in letters], vocab_size=512).save(str(other / "tokenizer.json"))  # other merges
+    save(extract(llama), tmp_path / "published.json")
+    result = json.loads(zkfp("compare", tmp_path / "published.json", other, "--json").stdout)
+    assert result["same_tokens"] is False and result["renumbered"] is False
+    assert "rows of different tokens were compared" in zkfp("compare", tmp_path / "published.json", other).stdout
