@@ -275,7 +275,7 @@ def test_cli_on_a_release_and_refusals(llama, tmp_path):
     out = json.loads(run("compare", str(tmp_path / "r.json"), str(tmp_path / "m.json"), "--json").stdout)
     assert out["verdict"] == "same-lineage" and out["similarity"] >= 99.9
     data = json.loads((tmp_path / "m.json").read_text())
-    data["token_ids"] = list(reversed(data["token_ids"]))
+    data["token_ids"], data["tokens"] = list(reversed(data["token_ids"])), list(reversed(data["tokens"]))
     (tmp_path / "other-tokens.json").write_text(json.dumps(data))
     r = run("compare", str(tmp_path / "m.json"), str(tmp_path / "other-tokens.json"))
     assert r.returncode != 0 and "different token lists" in r.stderr
@@ -285,6 +285,7 @@ def test_cli_on_a_release_and_refusals(llama, tmp_path):
     r = run("compare", str(tmp_path / "m.json"), str(tmp_path / "other-spec.json"))
     assert r.returncode != 0 and "different spec versions" in r.stderr
     data["spec"]["version"], data["token_ids"] = spec.SPEC_VERSION, [10**6] * spec.K_TOKENS
+    del data["tokens"]  # ids alone: with the token strings the model's own ids for them would be read
     (tmp_path / "bad-ids.json").write_text(json.dumps(data))
     r = run("fingerprint", str(llama), "--out", str(tmp_path / "x.json"), "--tokens-from", str(tmp_path / "bad-ids.json"))
     assert r.returncode != 0 and "outside the model's vocabulary" in r.stderr
