@@ -247,7 +247,7 @@ class Registry:
     def groups(self) -> list[Group]:
         """Every entry with its vectors, grouped by (spec, token ids): one matrix per group."""
         rows = self._db.execute(f"SELECT {self._columns}, v, invariants FROM fingerprints")  # unsorted:
-        by_key: dict[tuple[str, str], list] = {}  # sorting would copy every blob; identify ranks anyway
+        by_key: dict[tuple[str, str, str], list] = {}  # sorting would copy every blob; identify ranks anyway
         for r in rows:
             by_key.setdefault((r[3], r[2], r[11] or ""), []).append(r)
         parsed: dict[str, object] = {}  # one json.loads per distinct spec, token list and model text

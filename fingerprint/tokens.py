@@ -28,7 +28,7 @@ def vocabulary(folder: str | os.PathLike) -> dict[str, int] | None:
     return _read_vocabulary(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
-@lru_cache(maxsize=4)  # identify asks once per registered token list; a real vocabulary takes ~0.1 s to read
+@lru_cache(maxsize=4)  # identify asks once per registered token list: parse a real (10^5-token) vocabulary once
 def _read_vocabulary(path: str, _mtime_ns: int, _size: int) -> dict[str, int] | None:
     from tokenizers import Tokenizer
 
