@@ -50,7 +50,7 @@ class Match:
     z: float = float("-inf")
     suspect_key: int | None = None      # which of the suspect's fingerprints it was compared with
     reason: str | None = None
-    note: str | None = None             # why an entry with a recorded release was not scored on it
+    note: str | None = None             # how it was scored where that is not plain (renumbered tokens, a release)
 
     def to_json(self) -> dict:
         return {"name": self.name, "similarity": None if self.similarity is None else round(self.similarity, 4),
@@ -153,6 +153,9 @@ def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
     return fps, reasons, failed
 
 
+RENUMBERED = "the suspect numbers these tokens otherwise: read at its own ids for them"
+
+
 def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
     n, depth = len(group.entries), group.spec["layers"]
 
@@ -166,6 +169,7 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         rows = group.has_invariants
         sim[rows] = scores(group.invariants, fp.layer_invariants())
         basis[rows] = "invariants"
+    note = RENUMBERED if list(fp.token_ids) != list(group.token_ids) else None
     out = []
     for b in ("invariants", "v"):
         idx = np.flatnonzero(basis == b)
@@ -177,7 +181,7 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
             e = group.entries[i]
             out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,
                              commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
-                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key))
+                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key, note=note))
     return out
 
 

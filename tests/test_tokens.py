@@ -113,6 +113,7 @@ def test_identify_finds_the_published_model_behind_a_renumbered_vocabulary(llama
         ident = identify(renumbered[0], reg)
     best, other = ident.matches
     assert (best.name, best.verdict) == ("base", "same-lineage") and best.similarity == pytest.approx(100.0, abs=1e-3)
+    assert "read at its own ids" in best.note
     assert (other.name, other.verdict) == ("stranger", "unrelated")
 
 
