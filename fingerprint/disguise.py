@@ -277,6 +277,9 @@ def renumber_vocabulary(src: str | os.PathLike, out: str | os.PathLike, seed: in
 
     src, out = Path(src), Path(out)
     tok = json.loads((src / "tokenizer.json").read_text())
+    if not isinstance(tok["model"].get("vocab"), dict):
+        raise ValueError(f"{src}: renumbering needs a tokenizer.json whose vocabulary maps tokens to ids (BPE, "
+                         f"WordPiece), not {tok['model'].get('type')}")
     model = AutoModelForCausalLM.from_pretrained(src)
     n = model.get_input_embeddings().weight.shape[0]
     fixed = {t["id"] for t in tok.get("added_tokens", [])}

@@ -103,7 +103,8 @@ def _tokens(model: dict) -> tuple[str, ...] | None:
     tokens = model.get("tokens")
     if tokens is None:
         return None
-    if not isinstance(tokens, list) or len(tokens) != len(model["token_ids"]) or not all(isinstance(t, str) for t in tokens):
+    well_formed = isinstance(tokens, list) and all(isinstance(t, str) for t in tokens)
+    if not well_formed or len(tokens) != len(model["token_ids"]):
         raise BundleError("manifest.json is malformed: model.tokens must be the token strings of model.token_ids")
     return tuple(tokens)
 
