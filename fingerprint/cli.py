@@ -71,9 +71,10 @@ def _registry_option(p: argparse.ArgumentParser) -> None:
 def _fingerprint(args: argparse.Namespace) -> int:
     from fingerprint.extract import extract
     from fingerprint.fpjson import load, save
+    from fingerprint.tokens import ids_to_read
 
     other = load(args.tokens_from) if args.tokens_from else None
-    fp = extract(args.path, token_ids=other and other.token_ids, tokens=other and other.tokens)
+    fp = extract(args.path, token_ids=other and ids_to_read(args.path, other.token_ids, other.tokens))
     save(fp, args.out, with_invariants=not args.no_invariants)
     msg = f"wrote {args.out} (spec {fp.spec['version']}, k={fp.spec['k']}, m={fp.spec['m']})"
     if args.image:

@@ -60,13 +60,12 @@ def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None
 
 
 def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int = spec.K_TOKENS,
-            with_terms: bool = False, tokens: list[str] | None = None):
+            with_terms: bool = False):
     """Fingerprint of a transformers checkpoint or a Taylor release.
 
     `token_ids` defaults to the spec's public choice for the model's vocabulary; pass the ids of
-    another fingerprint to compare two models with different vocabularies on the same rows, and
-    its `tokens` too: the rows are then read at this model's ids for those token strings when its
-    tokenizer has them all (a renumbered vocabulary), at `token_ids` otherwise.
+    another fingerprint (`fingerprint.tokens.ids_to_read`) to compare two models with different
+    vocabularies on the same tokens.
     Every layer is read, and v holds one m-vector per layer (fingerprint.encoder); the token
     strings of the ids read are recorded when the folder has a tokenizer.
     Returns a `Fingerprint` (and the raw (L, 3, k, k) terms when `with_terms`).
@@ -75,10 +74,7 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
 
     src = open_source(path)
     vocab = src.vocab()
-    renumbered = None if tokens is None else token_strings.ids_of(path, tokens)
-    if renumbered is not None:
-        token_ids = renumbered
-    elif token_ids is None:
+    if token_ids is None:
         token_ids = spec.select_tokens(vocab, k)
     token_ids = [int(t) for t in token_ids]
     terms = terms_from_source(src, token_ids)

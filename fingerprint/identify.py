@@ -83,7 +83,7 @@ def suspect_fingerprint(path: str | os.PathLike, token_ids: list[int] | None = N
         return fpjson.load(path)
     from fingerprint.extract import extract
 
-    return extract(path, token_ids=token_ids, tokens=tokens)
+    return extract(path, token_ids=None if token_ids is None else token_strings.ids_to_read(path, token_ids, tokens))
 
 
 def identify(suspect: str | os.PathLike, registry: Registry,
@@ -135,9 +135,8 @@ def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
             reason = "registered on other token ids; pass the suspect's model folder to fingerprint it on them"
         fp = None
         if reason is None:
-            key = tuple(group.token_ids)
-            if fixed is None and group.tokens is not None:  # the suspect's ids of the registered tokens
-                key = tuple(token_strings.ids_of(suspect, list(group.tokens)) or key)
+            key = tuple(group.token_ids if fixed is not None else token_strings.ids_to_read(
+                suspect, group.token_ids, None if group.tokens is None else list(group.tokens)))
             if key not in by_tokens:
                 try:
                     by_tokens[key] = fixed if fixed is not None else suspect_fingerprint(suspect, list(key))

@@ -57,6 +57,13 @@ def ids_of(folder: str | os.PathLike, strings: list[str]) -> list[int] | None:
     return None if any(i is None for i in out) else out
 
 
+def ids_to_read(folder: str | os.PathLike, token_ids: list[int], tokens: list[str] | None) -> list[int]:
+    """Where `folder` holds a published fingerprint's rows: its own ids for the published token
+    strings when its tokenizer has them all (a renumbered vocabulary), else the published ids."""
+    mapped = None if tokens is None else ids_of(folder, tokens)
+    return list(token_ids) if mapped is None else mapped
+
+
 def matched_ids(published: str | os.PathLike, suspect: str | os.PathLike,
                 ids: list[int]) -> tuple[list[int], list[int]]:
     """The published `ids` and the suspect's ids of the same tokens, pairwise: by token string when

@@ -19,6 +19,7 @@ from fingerprint.compare import compare
 from fingerprint.disguise import renumber_vocabulary
 from fingerprint.extract import extract
 from fingerprint.fpjson import from_json, load, save
+from fingerprint.identify import suspect_fingerprint
 from zkfp.errors import FingerprintError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,7 +75,7 @@ def test_compare_reads_a_renumbered_suspect_at_its_own_ids_for_the_published_tok
     assert result["renumbered"] is True
     text = zkfp("compare", tmp_path / "published.json", out)
     assert "at its own ids for them" in text.stdout
-    suspect = extract(out, token_ids=published.token_ids, tokens=published.tokens)
+    suspect = suspect_fingerprint(out, published.token_ids, published.tokens)
     assert suspect.token_ids == [perm[i] for i in published.token_ids] and suspect.tokens == published.tokens
 
 
@@ -91,7 +92,7 @@ def test_a_renumbered_twin_stays_unrelated(llama, tiny_models, tmp_path):
     twin = tmp_path / "twin"
     renumber_vocabulary(tiny_models("llama", seed=1, steps=150, layers=3), twin, seed=3)
     published = extract(llama)
-    assert compare(published, extract(twin, token_ids=published.token_ids, tokens=published.tokens))["verdict"] \
+    assert compare(published, suspect_fingerprint(twin, published.token_ids, published.tokens))["verdict"] \
         == "unrelated"
 
 
@@ -121,7 +122,7 @@ def test_a_model_without_a_tokenizer_is_read_by_id(llama, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(llama, bare, ignore=shutil.ignore_patterns("tokenizer*"))
     published = extract(llama)
-    suspect = extract(bare, token_ids=published.token_ids, tokens=published.tokens)
+    suspect = suspect_fingerprint(bare, published.token_ids, published.tokens)
     assert suspect.tokens is None and suspect.token_ids == published.token_ids
     assert compare(published, suspect)["similarity"] == pytest.approx(100.0, abs=1e-3)
 
