@@ -7,7 +7,7 @@ Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, i
 directly with safetensors. Then measures, each in a fresh process: the import baseline,
 `fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them),
 `fingerprint.weights.compare_weights` of the checkpoint with itself (both sides read; and with the
-whitening replaced by the identity, to price it in the same run) and the HuRef
+whitening replaced by the identity, or the gauge left out, to price each in the same run) and the HuRef
 way (load the whole model in fp32 with transformers, then compute the terms of the last two
 layers; at 32 layers that is 27 GB, more than this machine holds: run it with fewer layers). Peak RSS is the child's
 VmHWM (ru_maxrss would carry the forking parent's peak across exec).
@@ -68,6 +68,7 @@ CHILD = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 mode, path, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+import numpy as np
 import torch
 from fingerprint import extract as E, spec
 if mode == "huref":
@@ -93,10 +94,13 @@ read_before = disk_read_mb()
 t = time.time()
 if mode == "zkfp":
     fp = E.extract(path)
-elif mode in ("weights", "weights-unwhitened"):  # fingerprint.weights against itself: both sides read, bases aligned, sketched
+elif mode.startswith("weights"):  # fingerprint.weights against itself: both sides read, bases aligned, sketched
     from fingerprint import weights as W
     if mode == "weights-unwhitened":  # the whitening replaced by the identity: the baseline that prices it
         W.whitening = lambda rows: torch.eye(rows.shape[1], dtype=rows.dtype)
+    if mode == "weights-without-gauge":  # no gauge features or CKA (the linear assignment stays): prices the gauge
+        W.gauge_features = lambda *a: None
+        W.gauge_similarities = lambda a, b: np.zeros((len(a), len(b)))
     W.compare_weights(path, path)
 elif mode == "huref":
     from transformers import AutoModelForCausalLM
@@ -131,7 +135,7 @@ def measure(mode: str, path: Path, k: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights, weights-unwhitened")
+    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights, weights-unwhitened, weights-without-gauge")
     ap.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "zkfp-7b-shaped"))
     ap.add_argument("--huref-tokens", type=int, default=16, help="tokens for the HuRef run (HuRef uses 4096)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_memory.json"))

@@ -14,8 +14,9 @@ Every model is fingerprinted on the spec's token ids for a 4,096-token vocabular
 scored as `zkfp compare` scores it, with the model earlier in the zoo's order as the published
 one (roots first): layers aligned (fingerprint.compare), on the invariants, on v, and on the
 weights themselves once the bases are aligned (fingerprint.weights, for when both models are at
-hand). HuRef's formula (its code's terms, last two layers, plain cosine) is scored on the same
-pairs. Reported per method: AUC, TPR at 1 % FPR, the related minimum and unrelated maximum, the Gaussian null
+hand). Two baselines are scored on the same pairs: HuRef's formula (its code's terms, last two
+layers, plain cosine) and AWM's weight similarity (fingerprint.awm: residual dimensions matched by
+a linear assignment on the embeddings, unbiased CKA of W_q and W_k, layers aligned as zkfp's). Reported per method: AUC, TPR at 1 % FPR, the related minimum and unrelated maximum, the Gaussian null
 of the unrelated pairs with the false-positive rate it implies at the shipped `related`
 threshold, and each pair's verdict at the shipped thresholds.
 """
@@ -23,6 +24,7 @@ threshold, and each pair's verdict at the shipped thresholds.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -41,8 +43,9 @@ from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
 
 VOCAB = 4096
-METHODS = ("invariants", "v", "weights", "huref")
+METHODS = ("invariants", "v", "weights", "gauge", "huref", "awm")
 BASES = ("invariants", "v", "weights")  # zkfp's, each with calibrated verdicts
+CALIBRATED = BASES + ("gauge",)  # the weights' one-sided gauge test has a calibrated `related` too
 SHOWN = ("drop-last", "drop-middle", "insert-copy-heal", "width-prune", "vocab-ext", "heavy-cpt", "merge")  # in the images
 
 
@@ -80,16 +83,35 @@ def fingerprint_all(models: list[dict]) -> dict[str, dict]:
 
 
 def score(a, b, method: str) -> float:
-    """`a` published, `b` suspect: zkfp's aligned score (fingerprints, or weights), or HuRef's plain cosine."""
+    """`a` published, `b` suspect: zkfp's aligned score (fingerprints, or weights), or a baseline's."""
     if method == "huref":
         return float(C.similarities(a["huref"], b["huref"])[0])
-    if method == "weights":
-        from fingerprint.weights import compare_weights
+    if method == "awm":
+        from fingerprint.awm import awm_similarity
 
-        return compare_weights(a["path"], b["path"])["similarity"]
+        return awm_similarity(a["path"], b["path"])
+    if method in ("weights", "gauge"):
+        result = _weights(str(a["path"]), str(b["path"]))
+        return result["similarity" if method == "weights" else "gauge"]
     pa, pb = (a["fp"].layer_invariants(), b["fp"].layer_invariants()) if method == "invariants" else \
         (a["fp"].layer_v(), b["fp"].layer_v())
     return float(C.aligned_scores(C.layer_similarities(pa, pb)[None])[0])
+
+
+@functools.lru_cache(maxsize=4)
+def _weights(published: str, suspect: str) -> dict:
+    from fingerprint.weights import compare_weights
+
+    return compare_weights(published, suspect)
+
+
+def verdict(row: dict, spec_: dict, basis: str) -> str:
+    """A scored pair's verdict on `basis`; on the weights, the forms' and the gauge's together."""
+    if basis == "weights":
+        from fingerprint.weights import verdict as weights_verdict
+
+        return weights_verdict(row["weights"], row["gauge"], spec_["mlp"])
+    return C.verdicts(row[basis], C.thresholds(spec_, basis))[0]
 
 
 def evaluate(models: list[dict], feats: dict) -> dict:
@@ -102,7 +124,7 @@ def evaluate(models: list[dict], feats: dict) -> dict:
         for meth in METHODS:
             row[meth] = round(score(feats[a["name"]], feats[b["name"]], meth), 2)
         for basis in BASES:
-            row[f"verdict_{basis}"] = C.verdicts(row[basis], C.thresholds(feats[a["name"]]["fp"].spec, basis))[0]
+            row[f"verdict_{basis}"] = verdict(row, feats[a["name"]]["fp"].spec, basis)
         pairs.append(row)
     summary = {}
     for fam in sorted({p["family"] for p in pairs}) + ["all"]:
@@ -113,9 +135,10 @@ def evaluate(models: list[dict], feats: dict) -> dict:
             r = {"auc": auc(pos, neg), "tpr_at_1pct_fpr": tpr_at_fpr(pos, neg), "n_related": len(pos),
                  "n_unrelated": len(neg), "related_min": min(pos), "related_mean": float(np.mean(pos)),
                  "unrelated_max": max(neg), "unrelated_mean": float(np.mean(neg)), "unrelated_sd": float(np.std(neg))}
-            if meth != "huref" and fam != "all":
+            if meth in CALIBRATED and fam != "all":
                 t = C.thresholds(next(feats[m["name"]]["fp"].spec for m in models if m["family"] == fam), meth)
                 r["implied_fpr_at_related"] = C.implied_fpr(t["related"], r["unrelated_mean"], r["unrelated_sd"])
+            if meth in BASES and fam != "all":
                 r["verdicts"] = {side: {v: sum(p[f"verdict_{meth}"] == v for p in sel if p["related"] == rel)
                                         for v in ("same-lineage", "inconclusive", "unrelated")}
                                  for side, rel in (("related", True), ("unrelated", False))}
@@ -128,7 +151,7 @@ def calibrate(summary: dict) -> dict:
     this zoo's pairs pooled with other populations': benchmarks/null_populations.py)."""
     out = {}
     for fam, kind in (("llama", "gated"), ("gpt2", "plain")):
-        for basis in BASES:
+        for basis in CALIBRATED:
             r = summary.get(f"{fam}/{basis}")
             if r is None:
                 continue
@@ -165,19 +188,19 @@ def _print(res: dict) -> None:
             f"| {fpr} | {vr} | {vu} |")
     for fam in ("llama", "gpt2"):
         log(f"\n{fam}: against root s0 (published), per method; * marks a wrong verdict on the invariants")
-        log("| suspect | related | invariants | v | weights | huref |")
-        log("|---|---|---|---|---|---|")
+        log("| suspect | related | invariants | v | weights | gauge | huref | awm |")
+        log("|---|---|---|---|---|---|---|---|")
         for p in res["pairs"]:
             if p["family"] == fam and p["published"] == f"{fam}-s0":
                 wrong = p["verdict_invariants"] != ("same-lineage" if p["related"] else "unrelated")
-                log(f"| {p['suspect']} | {p['related']} | {p['invariants']:.1f}{'*' if wrong else ''} | {p['v']:.1f} | {p['weights']:.1f} | {p['huref']:.1f} |")
+                log(f"| {p['suspect']} | {p['related']} | {p['invariants']:.1f}{'*' if wrong else ''} | {p['v']:.1f} | {p['weights']:.1f} | {p['gauge']:.1f} | {p['huref']:.1f} | {p['awm']:.1f} |")
     right = {True: "same-lineage", False: "unrelated"}
     wrong = [p for p in res["pairs"] if any(p[f"verdict_{b}"] != right[p["related"]] for b in BASES)]
     log(f"\nthresholds by the calibration rule (fingerprint_zoo.calibrate): {json.dumps(res['calibrated'])}")
     log(f"pairs with a wrong or inconclusive verdict at the shipped thresholds (any basis): {len(wrong)}")
     for p in wrong[:40]:
         log(f"  {p['published']} vs {p['suspect']} related={p['related']}: inv {p['invariants']} ({p['verdict_invariants']}), "
-            f"v {p['v']} ({p['verdict_v']}), weights {p['weights']} ({p['verdict_weights']})")
+            f"v {p['v']} ({p['verdict_v']}), weights {p['weights']} / gauge {p['gauge']} ({p['verdict_weights']})")
 
 
 def _save_images(out: Path, models: list[dict], feats: dict) -> None:

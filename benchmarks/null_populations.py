@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
-from fingerprint_zoo import BASES, rule, score  # noqa: E402
+from fingerprint_zoo import CALIBRATED, rule, score  # noqa: E402
 from zoo_build import CHILD_LR, CHILD_STEPS, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VOCAB, Data, _train, log  # noqa: E402
 
 KIND = {"llama": "gated", "gpt2": "plain"}
@@ -119,7 +119,7 @@ def score_pairs(models: list[dict]) -> list[dict]:
         row = {"published": a["name"], "suspect": b["name"], "family": a["family"], "tokens": a["tokens"],
                "populations": [a["population"], b["population"]], "related": a["root"] == b["root"]}
         same_width = fa["fp"].model.get("hidden") == fb["fp"].model.get("hidden")
-        for basis in BASES if same_width else ("invariants", "v"):
+        for basis in CALIBRATED if same_width else ("invariants", "v"):
             row[basis] = round(score(fa, fb, basis), 2)
         pairs.append(row)
     return pairs
@@ -128,7 +128,7 @@ def score_pairs(models: list[dict]) -> list[dict]:
 def summarise(pairs: list[dict], zoo_pairs: list[dict], families: tuple[str, ...] = tuple(KIND)) -> dict:
     out = {}
     for fam in families:
-        for basis in BASES:
+        for basis in CALIBRATED:
             sel = [p for p in pairs if p["family"] == fam and basis in p]
             neg = [p for p in sel if not p["related"]]
             groups = {}

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fingerprint_zoo import BASES  # noqa: E402
+from fingerprint_zoo import CALIBRATED  # noqa: E402
 from null_populations import score_pairs  # noqa: E402
 from zoo_build import CHILD_LR, ROOT_LR, VOCAB, eval_loss, log  # noqa: E402
 
@@ -102,7 +102,7 @@ def val_losses(args, models: list[dict]) -> dict[str, float]:
 
 def summarise(pairs: list[dict]) -> dict:
     out = {}
-    for basis in BASES:
+    for basis in CALIBRATED:
         pos = sorted((p[basis], p["published"], p["suspect"]) for p in pairs if p["related"])
         neg = sorted((p[basis], p["published"], p["suspect"]) for p in pairs if not p["related"])
         out[basis] = {"related_min": pos[0], "unrelated_max": neg[-1],
@@ -120,10 +120,10 @@ def _print(args, pairs: list[dict], summary: dict, losses: dict[str, float]) -> 
     notable = [(f"{fam}-s0", f"{fam}-s{s}") for s in (1, 2, 3)] + [
         (f"{fam}-s0", f"{fam}-s0-{k}") for k in ("cpt", "heavy-cpt", "drop-last")] + [
         (f"{fam}-s0-heavy-cpt", f"{fam}-s1-heavy-cpt"), (f"{fam}-s0-drop-last", f"{fam}-s1-drop-last")]
-    log("| pair | related | " + " | ".join(BASES) + " |")
+    log("| pair | related | " + " | ".join(CALIBRATED) + " |")
     for key in notable:
         p = by[key]
-        log(f"| {key[0]} ~ {key[1]} | {p['related']} | " + " | ".join(f"{p[b]:.1f}" for b in BASES) + " |")
+        log(f"| {key[0]} ~ {key[1]} | {p['related']} | " + " | ".join(f"{p[b]:.1f}" for b in CALIBRATED) + " |")
     for basis, s in summary.items():
         log(f"{basis:10s} related min {s['related_min'][0]:5.1f}  unrelated max {s['unrelated_max'][0]:5.1f}  "
             f"related at or below it: {s['related_at_or_below_unrelated_max']} of {s['n_related']}")

@@ -117,7 +117,10 @@ def _compare(args: argparse.Namespace) -> int:
             print(f"fingerprinted {args.suspect} on the published fingerprint's {result['k']} tokens{where}")
         lay = result["layers"]
         print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}, layers aligned): "
-              f"{result['verdict']}")
+              f"{result.get('forms_verdict', result['verdict'])}")
+        if result["basis"] == "weights":
+            print(f"gauge {result['gauge']:.2f} (unbiased CKA of W_q and W_k, bases matched by a signed permutation; "
+                  f"≥ {result['gauge_related']} is same-lineage on its own, a low one says nothing): {result['verdict']}")
         print(f"  {len(lay['aligned'])} of the published model's {lay['published']} layers matched in the suspect's "
               f"{lay['suspect']}: " + ", ".join(f"{i}→{j} ({s:.0f})" for i, j, s in lay["aligned"]))
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "

@@ -38,14 +38,17 @@ from zkfp.errors import FingerprintError
 # 33-35 against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe the
 # pooled unrelated pairs (the Gaussian null of the implied false-positive rate; the pool mixes
 # populations, so it is a rough guide). "weights" is fingerprint.weights (both models at hand,
-# bases aligned, forms whitened).
+# bases aligned, forms whitened); "gauge" is its one-sided test of W_q and W_k, of which only
+# `related` is used (a disguise lowers the gauge, so its `unrelated`, the rule's output, decides nothing).
 THRESHOLDS = {
     "gated": {"invariants": {"related": 50.0, "unrelated": 30.0, "null_mean": 8.9, "null_sd": 5.6},
               "v": {"related": 55.0, "unrelated": 30.0, "null_mean": 11.0, "null_sd": 6.4},
-              "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.7}},
+              "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.7},
+              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 3.3, "null_sd": 1.8}},
     "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 39.7, "null_sd": 13.3},
               "v": {"related": 85.0, "unrelated": 30.0, "null_mean": 38.0, "null_sd": 11.7},
-              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2}},
+              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
+              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 13.3, "null_sd": 3.6}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 

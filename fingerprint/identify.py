@@ -210,6 +210,9 @@ def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect:
     t = C.thresholds({"mlp": result["mlp"]}, "weights")
     match.similarity, match.basis, match.verdict = result["similarity"], "weights", result["verdict"]
     match.z, match.reason = float(C.null_z(result["similarity"], t)), None
+    if result["verdict"] != result["forms_verdict"]:
+        gauge = f"same-lineage by the gauge of W_q, W_k ({result['gauge']:.1f} ≥ {result['gauge_related']})"
+        match.note = gauge if match.note is None else f"{match.note}; {gauge}"
 
 
 def _on_recorded_release(out: Identification, entry, suspect) -> None:

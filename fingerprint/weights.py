@@ -27,6 +27,18 @@ a disguise rotates the residual basis, so the bases are aligned first:
 4. Each form is sketched to d×r by one seeded Gaussian matrix (exact for d ≤ r; for larger
    models it keeps the memory at r/d of the forms'), z-scored, and a layer's three are
    concatenated. Layers are aligned and scored as `fingerprint.compare` does for fingerprints.
+5. The gauge, as one-sided evidence. The forms are products in which the factorisation cancels
+   (W_qᵀW_k is the same for M·W_q and M⁻ᵀ·W_k): that is what makes them immune to disguises, and it
+   throws away what a derivative keeps best, since training from one initialisation keeps its
+   factors while a seed twin reaches similar products with other ones. AWM (Zeng et al., ICLR
+   2026; `fingerprint.awm`) reads the factors: the residual dimensions matched by a linear
+   assignment on the embeddings (a signed permutation, exact for an undisguised derivative, which
+   lives in its base's coordinates), then the unbiased CKA of W_q and of W_k with those dimensions
+   as the samples. Here on the canonical weights, outputs sketched by the same R, layers aligned.
+   A disguise re-draws the factors (per-head mixing) or rotates the basis, so a low gauge says
+   nothing; a high one does not come from an unrelated model (README: its null over every
+   population). So the verdict is same-lineage when the forms or the gauge reach their `related`,
+   unrelated only on the forms (`verdict`).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fingerprint import awm
 from fingerprint import compare as C
 from fingerprint import sources
 from fingerprint import fpjson
@@ -48,6 +61,7 @@ from zkfp.errors import FingerprintError
 MAX_ROWS = 16384     # embedding rows used for the Procrustes alignment
 SKETCH = 256         # r: columns kept of each d×d form
 SKETCH_SEED = 20251130
+GAUGE_ROLES = ("q", "k")  # the matrices whose gauge is compared (AWM's)
 WHITEN_FLOOR = 1e-6  # eigenvalues below this fraction of the largest count as directions the rows do not span
 
 
@@ -77,8 +91,9 @@ def sketch(d: int, r: int | None = None) -> torch.Tensor:
     return torch.randn(d, r, generator=gen, dtype=sources.DTYPE) / r ** 0.5
 
 
-def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
-    """A·R, B·R and F·R of layer i (d×r each), from the canonical weights, never forming a d×d matrix."""
+def canonical_weights(src, i: int) -> dict[str, torch.Tensor]:
+    """Layer i's q, k, v (K/V heads expanded to the query heads they serve), o, up and down, canonical
+    as for the invariants: gains folded into the readers, LayerNorm centring on both sides."""
     d = src.arch.dims
     layer_norm = src.arch.family.norm == "layer"
     ga, gm = src.attn_gain(i), src.mlp_gain(i)  # fp32, as the fingerprint computes
@@ -92,11 +107,20 @@ def layer_forms(src, i: int, R: torch.Tensor) -> list[torch.Tensor]:
     def heads(W: torch.Tensor) -> torch.Tensor:  # (kv·hd, d) → (heads·hd, d): the KV head each query head reads
         return inv.expand_kv(W.T, d.heads, d.kv_heads).T
 
-    q, k, v = inp(w("q"), ga), heads(inp(w("k"), ga)), heads(inp(w("v"), ga))
-    o, down = inv.canonical_output(w("o"), layer_norm), inv.canonical_output(w("down"), layer_norm)
-    up = inp(w("up"), gm)
+    out = {"q": inp(w("q"), ga), "k": heads(inp(w("k"), ga)), "v": heads(inp(w("v"), ga)),
+           "o": inv.canonical_output(w("o"), layer_norm), "up": inp(w("up"), gm),
+           "down": inv.canonical_output(w("down"), layer_norm)}
     src.release()
-    return [q.T @ (k @ R), v.T @ (o.T @ R), up.T @ (down.T @ R)]
+    return out
+
+
+def signed_permutation(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
+    """The signed permutation P (d×d) with suspect_rows·P ≈ published_rows column by column: AWM's linear
+    assignment (`fingerprint.awm.match_dimensions`)."""
+    cols, signs = awm.match_dimensions(published_rows.double().numpy(), suspect_rows.double().numpy())
+    P = torch.zeros(len(cols), len(cols), dtype=suspect_rows.dtype)
+    P[torch.as_tensor(cols), torch.arange(len(cols))] = torch.as_tensor(signs, dtype=suspect_rows.dtype)
+    return P
 
 
 def whitening(rows: torch.Tensor) -> torch.Tensor:
@@ -109,18 +133,49 @@ def whitening(rows: torch.Tensor) -> torch.Tensor:
     return ((U * scale) @ U.T).to(rows.dtype)
 
 
-def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor) -> np.ndarray:
-    """(L, 3·d·r): each layer's three forms M taken into the compared coordinates, Bᵀ·M·B (B =
-    `basis`), sketched by R, z-scored. Never forms a d×d M: Bᵀ·(M·(B·R))."""
-    BR, rows = basis @ R, []
+def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor, gauge_basis: torch.Tensor) -> tuple[np.ndarray, list]:
+    """Each layer's three forms M taken into the compared coordinates, Bᵀ·M·B (B = `basis`), sketched by R
+    and z-scored, as one (L, 3·d·r) array; and each layer's gauge features (`gauge_features`) in
+    `gauge_basis`. One read of each layer; never a d×d M: Bᵀ·(M·(B·R))."""
+    BR, forms, gauge = basis @ R, [], []
     for i in range(src.arch.dims.layers):
-        forms = [basis.T @ f for f in layer_forms(src, i, BR)]
-        rows.append(torch.cat([inv.zscore(f).reshape(-1) for f in forms]).float().numpy())
-    return np.stack(rows)
+        w = canonical_weights(src, i)
+        A, B, F = w["q"].T @ (w["k"] @ BR), w["v"].T @ (w["o"].T @ BR), w["up"].T @ (w["down"].T @ BR)
+        forms.append(torch.cat([inv.zscore(basis.T @ f).reshape(-1) for f in (A, B, F)]).float().numpy())
+        gauge.append([gauge_features(w[role], gauge_basis, R) for role in GAUGE_ROLES])
+    return np.stack(forms), gauge
+
+
+def gauge_features(W: torch.Tensor, basis: torch.Tensor, R: torch.Tensor) -> np.ndarray:
+    """(d, r): W's input side in `basis`, its output side sketched by R (same seed on both models, so
+    outputs that correspond stay together), as CKA's samples × features."""
+    X = (W @ basis).T
+    return (X @ R[: X.shape[1]] if X.shape[1] > R.shape[1] else X).double().numpy()
+
+
+def gauge_similarities(published: list, suspect: list) -> np.ndarray:
+    """(La, Lb): 100 × the unbiased CKA of every published layer's gauge features with every suspect
+    layer's, the mean over GAUGE_ROLES."""
+    def self_hsic(layers):
+        return [[awm.unbiased_hsic(x, x) for x in layer] for layer in layers]
+
+    sa, sb = self_hsic(published), self_hsic(suspect)
+    return np.array([[100.0 * np.mean([awm.unbiased_hsic(x, y) / np.sqrt(hx * hy)
+                                       for x, y, hx, hy in zip(la, lb, ha, hb)])
+                      for lb, hb in zip(suspect, sb)] for la, ha in zip(published, sa)])
+
+
+def verdict(similarity: float, gauge: float, mlp: str) -> str:
+    """The weights' verdict: the forms' (two-sided: `weights` thresholds), made same-lineage when the
+    gauge reaches its `related` threshold. One-sided: a disguise re-draws the gauge, so a low gauge
+    says nothing, while an unrelated model does not share one (module docstring)."""
+    forms = C.verdicts(similarity, C.thresholds({"mlp": mlp}, "weights"))[0]
+    return "same-lineage" if gauge >= C.thresholds({"mlp": mlp}, "gauge")["related"] else forms
 
 
 def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) -> dict:
-    """`fingerprint.compare.compare`'s result on the "weights" basis for two model or release folders."""
+    """`fingerprint.compare.compare`'s result on the "weights" basis for two model or release folders,
+    with the gauge's score beside it (`gauge`) and the verdict of both (`verdict`)."""
     for path in (published, suspect):
         if not Path(path).is_dir() or fpjson.is_bundle(path):
             raise FingerprintError(f"weights are compared between two model or release folders and {path} is not "
@@ -137,12 +192,17 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
                                "to align their bases")
     rows_a, rows_b = _rows(a, ids_a), _rows(b, ids_b)
     Q = procrustes(rows_b, rows_a)
+    P = signed_permutation(rows_b, rows_a)
     residual = float((rows_b @ Q - rows_a).norm() / rows_a.norm())
     T = whitening(rows_a)
     a.release()
     b.release()
     R = sketch(da)
-    S = C.layer_similarities(layer_vectors(a, T, R), layer_vectors(b, Q @ T, R))
+    forms_a, gauge_a = layer_vectors(a, T, R, torch.eye(da, dtype=sources.DTYPE))
+    forms_b, gauge_b = layer_vectors(b, Q @ T, R, P)
     mlp = "gated" if a.has_gate() else "plain"
-    return {**C.scored(S, "weights", C.thresholds({"mlp": mlp}, "weights")),
+    result = C.scored(C.layer_similarities(forms_a, forms_b), "weights", C.thresholds({"mlp": mlp}, "weights"))
+    gauge = float(C.aligned_scores(gauge_similarities(gauge_a, gauge_b)[None])[0])
+    return {**result, "verdict": verdict(result["similarity"], gauge, mlp), "forms_verdict": result["verdict"],
+            "gauge": round(gauge, 4), "gauge_related": C.thresholds({"mlp": mlp}, "gauge")["related"],
             "mlp": mlp, "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from fingerprint import extract as E
 from fingerprint import fpjson
 from fingerprint import invariants as inv
 from fingerprint.compare import compare
+from fingerprint.awm import awm_similarity, unbiased_cka, unbiased_hsic
 from fingerprint.huref import huref_mlp_gated, huref_vector
 from fingerprint.sources import open_source
 from zkfp.errors import CheckpointError, FingerprintError, UnsupportedArchitecture
@@ -39,6 +41,33 @@ def test_huref_formula_is_broken_by_rotation_and_gain_replacement(llama, disguis
     copy = disguised(llama, ["T3", "T5"], tmp_path)
     assert inv.ics(huref_vector(llama, ids), huref_vector(copy, ids)) < 50
     assert inv.ics(E.extract(llama).invariant_tensor(), E.extract(copy).invariant_tensor()) > 99.999
+
+
+def test_unbiased_cka_ignores_rotation_and_scale_of_the_features_and_centres_on_zero():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 40, generator=g, dtype=torch.float64)
+    O, _ = torch.linalg.qr(torch.randn(40, 40, generator=g, dtype=torch.float64))
+    assert unbiased_cka(X.numpy(), (3.0 * X @ O).numpy()) == pytest.approx(1.0, abs=1e-12)
+    independent = [unbiased_cka(X.numpy(), torch.randn(300, 40, generator=g, dtype=torch.float64).numpy())
+                   for _ in range(5)]
+    assert max(abs(c) for c in independent) < 0.02  # the biased estimator sits near 40/300 here
+
+
+def test_unbiased_hsic_from_the_features_is_song_et_als_estimator():
+    g = torch.Generator().manual_seed(1)
+    A, B = (torch.randn(12, k, generator=g, dtype=torch.float64).numpy() for k in (5, 7))
+    K, L = A @ A.T, B @ B.T
+    K, L = K - np.diag(np.diag(K)), L - np.diag(np.diag(L))
+    n, one = 12, np.ones(12)
+    textbook = (np.trace(K @ L) + one @ K @ one * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+    assert unbiased_hsic(A, B) == pytest.approx(textbook, rel=1e-12)
+
+
+def test_awm_baseline_undoes_a_residual_permutation_but_not_a_rotation(llama, disguised, tmp_path):
+    assert awm_similarity(llama, disguised(llama, ["T1"], tmp_path)) == pytest.approx(100.0, abs=1e-6)
+    rotated = disguised(llama, ["T3"], tmp_path)
+    assert awm_similarity(llama, rotated) < 50 < compare(E.extract(llama), E.extract(rotated))["similarity"]
 
 
 def test_gqa_term_is_head_aligned_and_hurefs_tiling_is_not():

@@ -56,6 +56,26 @@ def test_a_seed_twin_is_unrelated_and_a_dropped_layer_is_skipped(llama, tiny_mod
     assert W.compare_weights(llama, extended)["similarity"] > 99.9  # aligned on the ids both have
 
 
+def test_the_gauge_is_kept_by_a_derivative_not_shared_by_a_twin_and_redrawn_by_a_disguise(
+        llama, tiny_models, derived, disguised, tmp_path):
+    pruned = derived(llama, lineage.magnitude_prune, tmp_path / "pruned")
+    twin = tiny_models("llama", seed=1, steps=150, layers=3)
+    copy = disguised(llama, list(disguise.LLAMA_TRANSFORMS), tmp_path)
+    related, unrelated, hidden = (W.compare_weights(llama, m) for m in (pruned, twin, copy))
+    assert related["gauge"] >= related["gauge_related"] and related["verdict"] == "same-lineage"
+    assert unrelated["gauge"] < 20 and unrelated["verdict"] == "unrelated"
+    # the disguise re-draws the per-head factorisation and rotates the basis: its gauge looks unrelated,
+    # which is why a low gauge decides nothing and the forms give the verdict
+    assert hidden["gauge"] < 20 and hidden["forms_verdict"] == hidden["verdict"] == "same-lineage"
+
+
+def test_the_weights_verdict_takes_the_gauge_as_one_sided_evidence():
+    assert W.verdict(27.3, 63.2, "plain") == "same-lineage"  # a heavy continuation the forms leave open
+    assert W.verdict(27.3, 12.0, "plain") == "inconclusive"
+    assert W.verdict(1.0, 12.0, "gated") == "unrelated"
+    assert W.verdict(99.0, 3.0, "gated") == "same-lineage"  # a disguised copy: the forms decide
+
+
 def test_a_sketched_comparison_approximates_the_exact_one(llama, tiny_models, disguised, tmp_path, monkeypatch):
     twin = tiny_models("llama", seed=1, steps=150, layers=3)
     exact = W.compare_weights(llama, twin)["similarity"]
