@@ -44,11 +44,11 @@ THRESHOLDS = {
     "gated": {"invariants": {"related": 50.0, "unrelated": 30.0, "null_mean": 8.9, "null_sd": 5.6},
               "v": {"related": 55.0, "unrelated": 30.0, "null_mean": 11.0, "null_sd": 6.4},
               "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.7},
-              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 3.3, "null_sd": 1.8}},
+              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 2.3, "null_sd": 1.9}},
     "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 39.7, "null_sd": 13.3},
               "v": {"related": 85.0, "unrelated": 30.0, "null_mean": 38.0, "null_sd": 11.7},
               "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
-              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 13.3, "null_sd": 3.6}},
+              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.6, "null_sd": 4.0}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 

@@ -34,7 +34,8 @@ a disguise rotates the residual basis, so the bases are aligned first:
    2026; `fingerprint.awm`) reads the factors: the residual dimensions matched by a linear
    assignment on the embeddings (a signed permutation, exact for an undisguised derivative, which
    lives in its base's coordinates), then the unbiased CKA of W_q and of W_k with those dimensions
-   as the samples. Here on the canonical weights, outputs sketched by the same R, layers aligned.
+   as the samples. Here on the canonical weights, outputs sketched by one seeded matrix, on the
+   layer pairs the forms matched.
    A disguise re-draws the factors (per-head mixing) or rotates the basis, so a low gauge says
    nothing; a high one does not come from an unrelated model (README: its null over every
    population). So the verdict is same-lineage when the forms or the gauge reach their `related`,
@@ -43,6 +44,7 @@ a disguise rotates the residual basis, so the bases are aligned first:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -114,13 +116,11 @@ def canonical_weights(src, i: int) -> dict[str, torch.Tensor]:
     return out
 
 
-def signed_permutation(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> torch.Tensor:
-    """The signed permutation P (d×d) with suspect_rows·P ≈ published_rows column by column: AWM's linear
-    assignment (`fingerprint.awm.match_dimensions`)."""
+def signed_permutation(suspect_rows: torch.Tensor, published_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The suspect's column and sign for each published residual dimension (suspect_rows[:, cols]·signs ≈
+    published_rows): AWM's linear assignment (`fingerprint.awm.match_dimensions`)."""
     cols, signs = awm.match_dimensions(published_rows.double().numpy(), suspect_rows.double().numpy())
-    P = torch.zeros(len(cols), len(cols), dtype=suspect_rows.dtype)
-    P[torch.as_tensor(cols), torch.arange(len(cols))] = torch.as_tensor(signs, dtype=suspect_rows.dtype)
-    return P
+    return torch.as_tensor(cols), torch.as_tensor(signs, dtype=suspect_rows.dtype)
 
 
 def whitening(rows: torch.Tensor) -> torch.Tensor:
@@ -133,36 +133,37 @@ def whitening(rows: torch.Tensor) -> torch.Tensor:
     return ((U * scale) @ U.T).to(rows.dtype)
 
 
-def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor, gauge_basis: torch.Tensor) -> tuple[np.ndarray, list]:
+def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor, match=None) -> tuple[np.ndarray, list]:
     """Each layer's three forms M taken into the compared coordinates, Bᵀ·M·B (B = `basis`), sketched by R
-    and z-scored, as one (L, 3·d·r) array; and each layer's gauge features (`gauge_features`) in
-    `gauge_basis`. One read of each layer; never a d×d M: Bᵀ·(M·(B·R))."""
+    and z-scored, as one (L, 3·d·r) array; and each layer's gauge features (`gauge_features`, the
+    suspect's matched by `match`). One read of each layer; never a d×d M: Bᵀ·(M·(B·R))."""
     BR, forms, gauge = basis @ R, [], []
     for i in range(src.arch.dims.layers):
         w = canonical_weights(src, i)
         A, B, F = w["q"].T @ (w["k"] @ BR), w["v"].T @ (w["o"].T @ BR), w["up"].T @ (w["down"].T @ BR)
         forms.append(torch.cat([inv.zscore(basis.T @ f).reshape(-1) for f in (A, B, F)]).float().numpy())
-        gauge.append([gauge_features(w[role], gauge_basis, R) for role in GAUGE_ROLES])
+        gauge.append([gauge_features(w[role], match) for role in GAUGE_ROLES])
     return np.stack(forms), gauge
 
 
-def gauge_features(W: torch.Tensor, basis: torch.Tensor, R: torch.Tensor) -> np.ndarray:
-    """(d, r): W's input side in `basis`, its output side sketched by R (same seed on both models, so
-    outputs that correspond stay together), as CKA's samples × features."""
-    X = (W @ basis).T
-    return (X @ R[: X.shape[1]] if X.shape[1] > R.shape[1] else X).double().numpy()
+def gauge_features(W: torch.Tensor, match: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
+    """(d, r): W's input dimensions (CKA's samples; the suspect's taken to the published ones by
+    `match`, a `signed_permutation`), its output side sketched (`sketch`: one seed for both models,
+    so outputs that correspond stay together)."""
+    X = W.T @ sketch(W.shape[0])
+    if match is not None:
+        cols, signs = match
+        X = X[cols] * signs[:, None]
+    return X.numpy()  # float32 (a 7B's: 0.25 GiB a side); the CKA runs in float64
 
 
-def gauge_similarities(published: list, suspect: list) -> np.ndarray:
-    """(La, Lb): 100 × the unbiased CKA of every published layer's gauge features with every suspect
-    layer's, the mean over GAUGE_ROLES."""
-    def self_hsic(layers):
-        return [[awm.unbiased_hsic(x, x) for x in layer] for layer in layers]
-
-    sa, sb = self_hsic(published), self_hsic(suspect)
-    return np.array([[100.0 * np.mean([awm.unbiased_hsic(x, y) / np.sqrt(hx * hy)
-                                       for x, y, hx, hy in zip(la, lb, ha, hb)])
-                      for lb, hb in zip(suspect, sb)] for la, ha in zip(published, sa)])
+def gauge_score(published: list, suspect: list, aligned: list) -> float:
+    """100 × the unbiased CKA of the gauge features, the mean over GAUGE_ROLES, on the layer pairs the
+    forms matched (`aligned`: the disguise-proof alignment, and L pairs rather than L²), summed and
+    divided by √(La·Lb) as the forms' score is."""
+    total = sum(np.mean([awm.unbiased_cka(x.astype(np.float64), y.astype(np.float64))
+                         for x, y in zip(published[i], suspect[j])]) for i, j, _ in aligned)
+    return 100.0 * float(total) / math.sqrt(len(published) * len(suspect))
 
 
 def verdict(similarity: float, gauge: float, mlp: str) -> str:
@@ -192,17 +193,17 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
                                "to align their bases")
     rows_a, rows_b = _rows(a, ids_a), _rows(b, ids_b)
     Q = procrustes(rows_b, rows_a)
-    P = signed_permutation(rows_b, rows_a)
+    match = signed_permutation(rows_b, rows_a)
     residual = float((rows_b @ Q - rows_a).norm() / rows_a.norm())
     T = whitening(rows_a)
     a.release()
     b.release()
     R = sketch(da)
-    forms_a, gauge_a = layer_vectors(a, T, R, torch.eye(da, dtype=sources.DTYPE))
-    forms_b, gauge_b = layer_vectors(b, Q @ T, R, P)
+    forms_a, gauge_a = layer_vectors(a, T, R)
+    forms_b, gauge_b = layer_vectors(b, Q @ T, R, match)
     mlp = "gated" if a.has_gate() else "plain"
     result = C.scored(C.layer_similarities(forms_a, forms_b), "weights", C.thresholds({"mlp": mlp}, "weights"))
-    gauge = float(C.aligned_scores(gauge_similarities(gauge_a, gauge_b)[None])[0])
+    gauge = gauge_score(gauge_a, gauge_b, result["layers"]["aligned"])
     return {**result, "verdict": verdict(result["similarity"], gauge, mlp), "forms_verdict": result["verdict"],
             "gauge": round(gauge, 4), "gauge_related": C.thresholds({"mlp": mlp}, "gauge")["related"],
             "mlp": mlp, "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched

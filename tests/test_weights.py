@@ -109,13 +109,16 @@ def test_cli_compares_two_model_folders_by_their_weights(llama, gpt2, tmp_path):
     assert out["basis"] == "weights" and out["verdict"] == "same-lineage"
     r = run("compare", str(llama), str(gpt2))
     assert r.returncode == 0 and "cosine of weights" in r.stdout and "unrelated" in r.stdout
+    assert "gauge " in r.stdout and "a low one says nothing" in r.stdout
     assert run("fingerprint", str(llama), "--out", str(tmp_path / "a.json")).returncode == 0
     r = run("compare", str(llama), str(tmp_path / "a.json"))
     assert r.returncode != 0 and "must be a model or release folder too" in r.stderr
 
 
-def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, derived, tmp_path):
+def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama, tiny_models, derived, tmp_path,
+                                                                         monkeypatch):
     taylor = pytest.importorskip("taylor")
+    from fingerprint import compare as C
     from fingerprint.extract import extract
     from fingerprint.fpjson import save
     from fingerprint.identify import identify
@@ -134,6 +137,10 @@ def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama,
         assert (best.name, best.basis, best.verdict) == ("base", "weights", "same-lineage")
         assert best.similarity == pytest.approx(W.compare_weights(release, suspect)["similarity"])
         assert (other.name, other.basis) == ("twin", "invariants")
+        with monkeypatch.context() as m:  # forms that cannot reach `related`: the gauge decides, and says so
+            m.setitem(C.THRESHOLDS["gated"], "weights", {**C.THRESHOLDS["gated"]["weights"], "related": 101.0})
+            best = identify(suspect, reg, releases={"base": release}).matches[0]
+            assert best.verdict == "same-lineage" and "by the gauge of W_q, W_k" in best.note
         with pytest.raises(FingerprintError, match="not the release registered as 'twin'"):
             identify(suspect, reg, releases={"twin": release})
         with pytest.raises(RegistryError, match="no entry named 'nobody'"):
