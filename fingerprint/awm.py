@@ -9,7 +9,8 @@ arXiv 2510.06738), as its paper and public script describe it:
    rotation: the zoo's disguised model is where that shows).
 2. Per layer, the unbiased linear CKA of the matched W_q, and of W_k, with the residual
    dimensions as the samples (Gram matrices WᵀW, d×d), so any orthogonal map and scale on the
-   output side cancel. A layer scores the mean of the two. Raw weights: no gains folded.
+   output side cancel. A layer scores the mean of the two. Raw weights: no gains folded (outputs
+   sketched as the weights comparison's gauge sketches them, exact up to 256).
 
 The unbiased CKA is the unbiased HSIC estimator of Song et al. (JMLR 2012) normalised as CKA
 (Kornblith et al., ICML 2019). Departure: layers are aligned as zkfp aligns them
@@ -56,14 +57,12 @@ def match_dimensions(published_rows: np.ndarray, suspect_rows: np.ndarray) -> tu
     return cols[np.argsort(rows)], np.sign(cos[rows, cols])[np.argsort(rows)]
 
 
-def _gram_inputs(src, i: int, role: str) -> np.ndarray:
-    """W of layer i transposed, (d, out): the residual dimensions as CKA's samples."""
-    return src.weight(role, i).to(sources.DTYPE).double().numpy().T
-
-
 def awm_similarity(published: str | os.PathLike, suspect: str | os.PathLike) -> float:
-    """100 × AWM's similarity of two model folders of one hidden size, layers aligned."""
-    from fingerprint.weights import shared_rows  # the same token rows zkfp's comparison aligns on
+    """100 × AWM's similarity of two model folders of one hidden size, layers aligned. The features are
+    the weights comparison's gauge features (`fingerprint.weights.gauge_features`) of the raw W_q, W_k."""
+    import torch
+
+    from fingerprint.weights import gauge_features, shared_rows, sketch  # the rows zkfp aligns on, too
 
     a, b = sources.open_source(published), sources.open_source(suspect)
     d = a.arch.dims.hidden
@@ -71,14 +70,12 @@ def awm_similarity(published: str | os.PathLike, suspect: str | os.PathLike) -> 
         raise FingerprintError(f"AWM's baseline compares models of one hidden size ({d} vs {b.arch.dims.hidden})")
     ids_a, ids_b = token_strings.matched_ids(published, suspect, list(shared_rows(min(a.vocab(), b.vocab()), d)))
     cols, signs = match_dimensions(a.embedding_rows(ids_a).double().numpy(), b.embedding_rows(ids_b).double().numpy())
+    match = torch.as_tensor(cols), torch.as_tensor(signs, dtype=sources.DTYPE)
     layers = []
-    for src, pick in ((a, None), (b, (cols, signs))):
-        per_layer = []
-        for i in range(src.arch.dims.layers):
-            ws = [_gram_inputs(src, i, role) for role in ("q", "k")]
-            per_layer.append([w if pick is None else w[pick[0]] * pick[1][:, None] for w in ws])
+    for src, m in ((a, None), (b, match)):
+        ws = [[src.weight(role, i).to(sources.DTYPE) for role in ("q", "k")] for i in range(src.arch.dims.layers)]
         src.release()
-        layers.append(per_layer)
-    S = np.array([[100.0 * np.mean([unbiased_cka(x, y) for x, y in zip(la, lb)]) for lb in layers[1]]
-                  for la in layers[0]])
+        layers.append([[gauge_features(w, sketch(w.shape[0]), m) for w in layer] for layer in ws])
+    S = np.array([[100.0 * np.mean([unbiased_cka(x.astype(np.float64), y.astype(np.float64)) for x, y in zip(la, lb)])
+                   for lb in layers[1]] for la in layers[0]])
     return float(C.aligned_scores(S[None])[0])

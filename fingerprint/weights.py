@@ -138,19 +138,21 @@ def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor, match=None) -> tupl
     and z-scored, as one (L, 3·d·r) array; and each layer's gauge features (`gauge_features`, the
     suspect's matched by `match`). One read of each layer; never a d×d M: Bᵀ·(M·(B·R))."""
     BR, forms, gauge = basis @ R, [], []
+    R_out = None  # the gauge's output sketch: q and the expanded k both have heads·head_dim rows
     for i in range(src.arch.dims.layers):
         w = canonical_weights(src, i)
         A, B, F = w["q"].T @ (w["k"] @ BR), w["v"].T @ (w["o"].T @ BR), w["up"].T @ (w["down"].T @ BR)
         forms.append(torch.cat([inv.zscore(basis.T @ f).reshape(-1) for f in (A, B, F)]).float().numpy())
-        gauge.append([gauge_features(w[role], match) for role in GAUGE_ROLES])
+        R_out = sketch(w["q"].shape[0]) if R_out is None else R_out
+        gauge.append([gauge_features(w[role], R_out, match) for role in GAUGE_ROLES])
     return np.stack(forms), gauge
 
 
-def gauge_features(W: torch.Tensor, match: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
+def gauge_features(W: torch.Tensor, R_out: torch.Tensor, match: tuple[torch.Tensor, torch.Tensor] | None) -> np.ndarray:
     """(d, r): W's input dimensions (CKA's samples; the suspect's taken to the published ones by
-    `match`, a `signed_permutation`), its output side sketched (`sketch`: one seed for both models,
-    so outputs that correspond stay together)."""
-    X = W.T @ sketch(W.shape[0])
+    `match`, a `signed_permutation`), its output side sketched by R_out (`sketch` of W's row count:
+    one seed for both models, so outputs that correspond stay together)."""
+    X = W.T @ R_out
     if match is not None:
         cols, signs = match
         X = X[cols] * signs[:, None]
