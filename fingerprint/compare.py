@@ -71,41 +71,50 @@ def layer_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray
     in the published vectors' precision (a registry's float32 stays float32: ranking thousands)."""
     a = np.asarray(published)
     a = a if a.dtype in (np.float32, np.float64) else a.astype(np.float64)
-    b = np.asarray(suspect, dtype=a.dtype)
     tiny = np.finfo(a.dtype).tiny
-    na = np.maximum(np.sqrt(np.einsum("...i,...i->...", a, a)), tiny)[..., None]
-    nb = np.maximum(np.linalg.norm(b, axis=-1), tiny)
-    return 100.0 * ((a @ b.T) / na / nb).astype(np.float64)
+    b = np.asarray(suspect, dtype=np.float64)
+    b = (b * (100.0 / np.maximum(np.linalg.norm(b, axis=-1), tiny))[:, None]).astype(a.dtype)  # the few suspect rows
+    S = a @ b.T
+    S /= np.maximum(np.sqrt(np.einsum("...i,...i->...", a, a)), tiny)[..., None]  # in place: S can be 10⁷ numbers
+    return S
 
 
-def _programme(S: np.ndarray):
-    """The rows D_0 … D_La of the alignment programme on a (N, La, Lb) stack: D_i[:, j] is the
-    best sum of similarities over monotone one-to-one matchings of published layers < i with
-    suspect layers < j (a gap costs nothing, so a negative pair is never matched)."""
+def _programme(S: np.ndarray, every_row: bool = False) -> list[np.ndarray]:
+    """The alignment programme on a (N, La, Lb) stack (float64 sums of S in any float precision):
+    D_i[:, j] is the best sum of similarities over monotone one-to-one matchings of published
+    layers < i with suspect layers < j (a gap costs nothing, so a negative pair is never matched).
+    Returns [D_La], or every row D_0 … D_La (`every_row`, for the backtrack).
+
+    D_i[j+1] = max(D_i[j], D_{i-1}[j+1], D_{i-1}[j] + S[i, j]): the last two terms do not depend
+    on D_i, and the first makes D_i their running maximum, so a row is two vector operations and
+    a prefix maximum over the whole stack, in two buffers (max is exact: the same values as the
+    cell-by-cell recurrence)."""
     n, la, lb = S.shape
-    prev = np.zeros((n, lb + 1))
-    yield prev
+    prev, row, step = np.zeros((n, lb + 1)), np.zeros((n, lb + 1)), np.empty((n, lb))
+    rows = [prev.copy()] if every_row else []
     for i in range(la):
-        row = np.zeros((n, lb + 1))
-        for j in range(lb):
-            row[:, j + 1] = np.maximum(np.maximum(prev[:, j + 1], row[:, j]), prev[:, j] + S[:, i, j])
-        yield row
-        prev = row
+        np.add(prev[:, :-1], S[:, i, :], out=step)
+        np.maximum(prev[:, 1:], step, out=row[:, 1:])  # row[:, 0] stays 0: nothing matched yet
+        np.maximum.accumulate(row, axis=1, out=row)
+        if every_row:
+            rows.append(row.copy())
+        prev, row = row, prev
+    return rows if every_row else [prev]
 
 
 def aligned_scores(S: np.ndarray) -> np.ndarray:
     """Score of the best alignment for each (La, Lb) matrix of a (N, La, Lb) stack: max Σ S[i, j]
     over matched pairs (i < i' ⇒ j < j'), divided by √(La·Lb). One programme for the whole stack,
     so a registry of thousands ranks in one pass."""
-    S = np.asarray(S, dtype=np.float64)
-    *_, last = _programme(S)
+    S = np.asarray(S)
+    last, = _programme(S)
     return last[:, -1] / math.sqrt(S.shape[1] * S.shape[2])
 
 
 def alignment(S: np.ndarray) -> list[tuple[int, int]]:
     """The (published layer, suspect layer) pairs of the best alignment of one (La, Lb) matrix."""
     S = np.asarray(S, dtype=np.float64)
-    D = np.stack([row[0] for row in _programme(S[None])])
+    D = np.stack([row[0] for row in _programme(S[None], every_row=True)])
     pairs, i, j = [], *S.shape
     while i and j:
         if D[i, j] == D[i - 1, j]:
