@@ -314,17 +314,24 @@ def _empty_group(rows: list, parsed: dict) -> tuple[Group, list[int], list[int]]
     """A Group of the entry rows (rowid, columns…, length(v), length(invariants)) with its matrices
     allocated, not filled; with each entry's rowid and row of `invariants` (-1: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
-    lengths = {r[-2] for r in rows}
-    if len(lengths) != 1:
-        raise RegistryError(f"entries of one spec store v of different lengths ({sorted(lengths)} bytes): corrupt registry")
     has = np.array([r[-1] is not None for r in rows])
-    inv_rows = list(np.where(has, np.cumsum(has) - 1, -1))
     invariants = None
     if has.any():  # only the entries that carry them: a v-only entry (a bundle's) costs nothing here
-        invariants = np.empty((int(has.sum()), max(r[-1] for r in rows if r[-1] is not None) // 4), dtype="<f4")
+        invariants = np.empty((int(has.sum()), _floats([r[-1] for r in rows if r[-1] is not None], "invariants")),
+                              dtype="<f4")
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
-                  v=np.empty((len(rows), lengths.pop() // 4), dtype="<f4"), invariants=invariants, has_invariants=has)
-    return group, [r[0] for r in rows], inv_rows
+                  v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
+                  invariants=invariants, has_invariants=has)
+    return group, [r[0] for r in rows], list(np.where(has, np.cumsum(has) - 1, -1))
+
+
+def _floats(byte_lengths: list[int], what: str) -> int:
+    """The float32 count of a vector that every entry of one spec stores at the same length."""
+    lengths = set(byte_lengths)
+    if len(lengths) != 1:
+        raise RegistryError(f"entries of one spec store {what} of different lengths ({sorted(lengths)} bytes): "
+                            "the registry is corrupt")
+    return lengths.pop() // 4
 
 
 def add_file(registry: Registry, path: str | os.PathLike, name: str | None = None, *, srs=None,

@@ -348,6 +348,21 @@ def _registry_of(tmp_path, fps: dict) -> Path:
     return reg
 
 
+def test_groups_hold_each_entrys_vectors_in_its_row(tmp_path):
+    fps = {f"e{i}": synthetic(i, invariants=i % 3 != 1, layers=2 + i % 2) for i in range(7)}  # two depths, mixed
+    with Registry(_registry_of(tmp_path, fps), create=False) as db:
+        groups = db.groups()
+    assert sorted(e.name for g in groups for e in g.entries) == sorted(fps) and len(groups) == 2
+    for g in groups:
+        for i, e in enumerate(g.entries):
+            fp = fps[e.name]
+            assert g.spec["layers"] == fp.layers and g.has_invariants[i] == (fp.invariants is not None)
+            np.testing.assert_array_equal(g.v[i], np.asarray(fp.v, dtype=np.float32))
+            if fp.invariants is not None:  # `invariants` has rows only for the entries that carry them
+                row = int(g.has_invariants[:i].sum())
+                np.testing.assert_array_equal(g.invariants[row], np.asarray(fp.invariants, dtype=np.float32))
+
+
 def test_identify_ranks_every_entry_as_compare_would(tmp_path):
     from fingerprint.identify import identify
 
