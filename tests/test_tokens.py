@@ -88,12 +88,15 @@ def test_without_the_token_strings_a_renumbered_vocabulary_evades_the_fingerprin
     assert result["verdict"] == "unrelated" and not result["renumbered"]
 
 
-def test_a_renumbered_twin_stays_unrelated(llama, tiny_models, tmp_path):
-    twin = tmp_path / "twin"
-    renumber_vocabulary(tiny_models("llama", seed=1, steps=150, layers=3), twin, seed=3)
+def test_a_renumbered_twin_scores_as_the_twin_itself(llama, tiny_models, tmp_path):
+    """Reading a suspect at its own ids for the published tokens finds what the twin has, nothing more."""
+    twin = tiny_models("llama", seed=1, steps=150, layers=3)
+    renumber_vocabulary(twin, tmp_path / "twin", seed=3)
     published = extract(llama)
-    assert compare(published, suspect_fingerprint(twin, published.token_ids, published.tokens))["verdict"] \
-        == "unrelated"
+    plain = compare(published, extract(twin, token_ids=published.token_ids))
+    renumbered = compare(published, suspect_fingerprint(tmp_path / "twin", published.token_ids, published.tokens))
+    assert renumbered["similarity"] == pytest.approx(plain["similarity"], abs=1e-4) and renumbered["renumbered"]
+    assert renumbered["verdict"] == plain["verdict"] != "same-lineage"
 
 
 def test_weights_are_aligned_on_the_rows_of_the_same_tokens(llama, renumbered):
@@ -115,7 +118,7 @@ def test_identify_finds_the_published_model_behind_a_renumbered_vocabulary(llama
     best, other = ident.matches
     assert (best.name, best.verdict) == ("base", "same-lineage") and best.similarity == pytest.approx(100.0, abs=1e-3)
     assert "read at its own ids" in best.note
-    assert (other.name, other.verdict) == ("stranger", "unrelated")
+    assert other.name == "stranger" and other.verdict != "same-lineage" and other.similarity < 50
 
 
 def test_a_model_without_a_tokenizer_is_read_by_id(llama, tmp_path):

@@ -207,12 +207,15 @@ def test_an_inconclusive_fingerprint_verdict_on_a_model_says_how_the_weights_dec
         add_file(reg, tmp_path / "base.json", "base")
     advice = "inconclusive on the fingerprint; with the published release at hand, its weights decide:"
 
+    def band(related: float, unrelated: float) -> None:  # the verdict set here, whatever this twin scores
+        monkeypatch.setitem(C.THRESHOLDS, "gated", {basis: {**t, "related": related, "unrelated": unrelated}
+                                                    for basis, t in C.THRESHOLDS["gated"].items()})
+
+    band(101.0, 100.0)  # every score unrelated
     assert main(["compare", str(tmp_path / "base.json"), str(twin)]) == 0
     out = capsys.readouterr().out
     assert "unrelated" in out and advice not in out, out
-    # every score inside the inconclusive band
-    monkeypatch.setitem(C.THRESHOLDS, "gated", {basis: {**t, "related": 101.0, "unrelated": -101.0}
-                                                for basis, t in C.THRESHOLDS["gated"].items()})
+    band(101.0, -101.0)  # every score inside the inconclusive band
     assert main(["compare", str(tmp_path / "base.json"), str(twin)]) == 0
     assert f"{advice} zkfp compare RELEASE_DIR {twin}" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "base.json"), str(tmp_path / "twin.json")]) == 0
