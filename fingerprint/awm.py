@@ -41,7 +41,8 @@ def unbiased_hsic(A: np.ndarray, B: np.ndarray) -> float:
 
 
 def unbiased_cka(X: np.ndarray, Y: np.ndarray) -> float:
-    """Linear CKA of two (n, ·) matrices with the same n samples (rows), from the unbiased HSIC."""
+    """Linear CKA of two (n, ·) matrices with the same n samples (rows), from the unbiased HSIC, in float64."""
+    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     return unbiased_hsic(X, Y) / float(np.sqrt(unbiased_hsic(X, X) * unbiased_hsic(Y, Y)))
 
 
@@ -60,22 +61,20 @@ def match_dimensions(published_rows: np.ndarray, suspect_rows: np.ndarray) -> tu
 def awm_similarity(published: str | os.PathLike, suspect: str | os.PathLike) -> float:
     """100 × AWM's similarity of two model folders of one hidden size, layers aligned. The features are
     the weights comparison's gauge features (`fingerprint.weights.gauge_features`) of the raw W_q, W_k."""
-    import torch
-
-    from fingerprint.weights import gauge_features, shared_rows, sketch  # the rows zkfp aligns on, too
+    from fingerprint.weights import gauge_features, shared_rows, signed_permutation, sketch  # zkfp's rows, too
 
     a, b = sources.open_source(published), sources.open_source(suspect)
     d = a.arch.dims.hidden
     if b.arch.dims.hidden != d:
         raise FingerprintError(f"AWM's baseline compares models of one hidden size ({d} vs {b.arch.dims.hidden})")
     ids_a, ids_b = token_strings.matched_ids(published, suspect, list(shared_rows(min(a.vocab(), b.vocab()), d)))
-    cols, signs = match_dimensions(a.embedding_rows(ids_a).double().numpy(), b.embedding_rows(ids_b).double().numpy())
-    match = torch.as_tensor(cols), torch.as_tensor(signs, dtype=sources.DTYPE)
+    match = signed_permutation(b.embedding_rows(ids_b), a.embedding_rows(ids_a))
     layers = []
     for src, m in ((a, None), (b, match)):
         ws = [[src.weight(role, i).to(sources.DTYPE) for role in ("q", "k")] for i in range(src.arch.dims.layers)]
         src.release()
-        layers.append([[gauge_features(w, sketch(w.shape[0]), m) for w in layer] for layer in ws])
-    S = np.array([[100.0 * np.mean([unbiased_cka(x.astype(np.float64), y.astype(np.float64)) for x, y in zip(la, lb)])
-                   for lb in layers[1]] for la in layers[0]])
+        R = {rows: sketch(rows) for rows in {w.shape[0] for layer in ws for w in layer}}  # q's and k's output sizes
+        layers.append([[gauge_features(w, R[w.shape[0]], m) for w in layer] for layer in ws])
+    S = np.array([[100.0 * np.mean([unbiased_cka(x, y) for x, y in zip(la, lb)]) for lb in layers[1]]
+                  for la in layers[0]])
     return float(C.aligned_scores(S[None])[0])

@@ -256,15 +256,17 @@ class Registry:
             for r in rows:
                 by_key.setdefault((r[4], r[3], r[12] or ""), []).append(r)
             parsed: dict[str, object] = {}  # one json.loads per distinct spec, token list and model text
-            groups = [_empty_group(members, parsed) for _key, members in sorted(by_key.items())]
-            slots = {rowid: (g, i, j) for g, (group, rowids, inv_rows) in enumerate(groups)
-                     for i, (rowid, j) in enumerate(zip(rowids, inv_rows))}
+            groups, slots = [], {}
+            for _key, members in sorted(by_key.items()):
+                group, vector_rows = _empty_group(members, parsed)
+                groups.append(group)
+                slots.update(vector_rows)
             for rowid, v, invariants in self._db.execute("SELECT rowid, v, invariants FROM fingerprints"):
-                g, i, j = slots[rowid]
-                groups[g][0].v[i] = np.frombuffer(v, dtype="<f4")
-                if invariants is not None:
-                    groups[g][0].invariants[j] = np.frombuffer(invariants, dtype="<f4")
-        return [group for group, _rowids, _inv_rows in groups]
+                v_row, invariants_row = slots[rowid]
+                v_row[:] = np.frombuffer(v, dtype="<f4")
+                if invariants_row is not None:
+                    invariants_row[:] = np.frombuffer(invariants, dtype="<f4")
+        return groups
 
     def _snapshot(self) -> _Transaction:
         """A read transaction: what it reads is one state of the file, whatever others write meanwhile."""
@@ -310,9 +312,9 @@ def _entry(r, parsed: dict | None = None) -> Entry:
                  release=release, tokens=None if tokens is None else tuple(load(tokens)))
 
 
-def _empty_group(rows: list, parsed: dict) -> tuple[Group, list[int], list[int]]:
+def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple[np.ndarray, np.ndarray | None]]]:
     """A Group of the entry rows (rowid, columns…, length(v), length(invariants)) with its matrices
-    allocated, not filled; with each entry's rowid and row of `invariants` (-1: it has none)."""
+    allocated, not filled; and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
     invariants = None
@@ -322,7 +324,9 @@ def _empty_group(rows: list, parsed: dict) -> tuple[Group, list[int], list[int]]
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
                   invariants=invariants, has_invariants=has)
-    return group, [r[0] for r in rows], list(np.where(has, np.cumsum(has) - 1, -1))
+    invariant_rows = iter(() if invariants is None else invariants)
+    return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
+                   for r, v_row, carries in zip(rows, group.v, has)}
 
 
 def _floats(byte_lengths: list[int], what: str) -> int:

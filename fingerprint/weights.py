@@ -138,12 +138,11 @@ def layer_vectors(src, basis: torch.Tensor, R: torch.Tensor, match=None) -> tupl
     and z-scored, as one (L, 3·d·r) array; and each layer's gauge features (`gauge_features`, the
     suspect's matched by `match`). One read of each layer; never a d×d M: Bᵀ·(M·(B·R))."""
     BR, forms, gauge = basis @ R, [], []
-    R_out = None  # the gauge's output sketch: q and the expanded k both have heads·head_dim rows
+    R_out = sketch(src.arch.dims.heads * src.arch.dims.head_dim)  # the gauge's: q and the expanded k have these rows
     for i in range(src.arch.dims.layers):
         w = canonical_weights(src, i)
         A, B, F = w["q"].T @ (w["k"] @ BR), w["v"].T @ (w["o"].T @ BR), w["up"].T @ (w["down"].T @ BR)
         forms.append(torch.cat([inv.zscore(basis.T @ f).reshape(-1) for f in (A, B, F)]).float().numpy())
-        R_out = sketch(w["q"].shape[0]) if R_out is None else R_out
         gauge.append([gauge_features(w[role], R_out, match) for role in GAUGE_ROLES])
     return np.stack(forms), gauge
 
@@ -163,8 +162,7 @@ def gauge_score(published: list, suspect: list, aligned: list) -> float:
     """100 × the unbiased CKA of the gauge features, the mean over GAUGE_ROLES, on the layer pairs the
     forms matched (`aligned`: the disguise-proof alignment, and L pairs rather than L²), summed and
     divided by √(La·Lb) as the forms' score is."""
-    total = sum(np.mean([awm.unbiased_cka(x.astype(np.float64), y.astype(np.float64))
-                         for x, y in zip(published[i], suspect[j])]) for i, j, _ in aligned)
+    total = sum(np.mean([awm.unbiased_cka(x, y) for x, y in zip(published[i], suspect[j])]) for i, j, _ in aligned)
     return 100.0 * float(total) / math.sqrt(len(published) * len(suspect))
 
 
