@@ -326,24 +326,6 @@ def test_key_swapped(copy, tmp_path):
     _refused(_verify(copy), words=("terms.vk.key is not the verification key of this circuit",))
 
 
-def test_verifier_derives_the_key_itself(bundle, release, tmp_path, monkeypatch):
-    """On a machine that never proved anything (empty cache), the verifier rebuilds the circuit
-    from the release's shape and derives the key the bundle must carry."""
-    m = json.loads((bundle / "manifest.json").read_text())
-    from circuits.srs import dev_path
-
-    srs = tmp_path / "srs.bin"
-    shutil.copyfile(dev_path(m["circuit"]["logrows"]), srs)
-    monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
-    said: list[str] = []
-    res = _verify(bundle, srs=srs, progress=said.append)
-    assert res.ok, res.reasons
-    assert res.checks["key"] == "derived" and res.checks["srs"]["kind"] == "unknown"
-    assert any("deriving the verification key" in line for line in said), said
-    entries = list((tmp_path / "fresh-cache" / "keys").iterdir())
-    assert entries and all(not (e / "pk.key").exists() for e in entries), "a verifier keeps no proving key"
-
-
 def test_settings_edited(copy):
     s = json.loads((copy / "terms.settings.json").read_text())
     s["run_args"]["input_scale"] = 9
@@ -509,20 +491,30 @@ def test_a_huge_private_factor_cannot_satisfy_the_encoder(release, bundle, tmp_p
     assert not attempt([huge] + u[1:])
 
 
-def test_a_layernorm_family_proves_and_verifies(tiny_models, tmp_path):
-    """A GPT-2 release (LayerNorm, fused qkv, plain GELU MLP with a folded bias): proved, and
-    verified without and against the release; v is the float fingerprint's. One proof per MLP
-    kind: GPT-NeoX's circuit is this one with another activation, and its float reference is
-    checked against fingerprint.extract in test_circuits. (Last in the file: its keys would push
-    the embedded shape's out of the session's bounded key cache.)"""
-    import numpy as np
-
+@pytest.fixture(scope="module")
+def layernorm(tiny_models, tmp_path_factory):
+    """A GPT-2 release (LayerNorm, fused qkv, plain GELU MLP with a folded bias) and its bundle.
+    One layer, so that both its circuits fit 2^16 rows: proving it costs a third of a 2-layer
+    model's 2^17 (the encoder of two layers needs 84k rows); what changes with depth is the same
+    in every family and is proved on the embedded model. Last in the file: its keys would push the
+    embedded shape's out of the session's bounded key cache."""
     import taylor
-    from fingerprint.extract import extract
     from prover import prove
 
-    rel = taylor.protect(tiny_models("gpt2", seed=0, steps=5), tmp_path / "rel")
-    out = Path(prove(rel, tmp_path / "b", dev_srs=True, progress=False))
+    root = tmp_path_factory.mktemp("layernorm")
+    rel = taylor.protect(tiny_models("gpt2", seed=0, steps=5, layers=1), root / "rel")
+    return Path(rel), Path(prove(rel, root / "bundle", dev_srs=True, progress=False))
+
+
+def test_a_layernorm_family_proves_and_verifies(layernorm):
+    """The GPT-2 release is proved, and verified without and against the release; v is the float
+    fingerprint's. One proof per MLP kind: GPT-NeoX's circuit is this one with another
+    activation, and its float reference is checked against fingerprint.extract in test_circuits."""
+    import numpy as np
+
+    from fingerprint.extract import extract
+
+    rel, out = layernorm
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["family"] == "gpt2" and m["circuit"]["shape"]["mlp"] == "plain"
     assert _verify(out).ok
@@ -530,3 +522,22 @@ def test_a_layernorm_family_proves_and_verifies(tiny_models, tmp_path):
     assert res.ok and res.checks["consistency"] == "ok", res.reasons
     v, ref = np.array(res.v), np.array(extract(rel).v)
     assert float(v @ ref / np.linalg.norm(v) / np.linalg.norm(ref)) >= 0.99
+
+
+def test_verifier_derives_the_key_itself(layernorm, tmp_path, monkeypatch):
+    """On a machine that never proved anything (empty cache), the verifier rebuilds the circuit
+    from the release's shape and derives the key the bundle must carry."""
+    _, bundle = layernorm
+    m = json.loads((bundle / "manifest.json").read_text())
+    from circuits.srs import dev_path
+
+    srs = tmp_path / "srs.bin"
+    shutil.copyfile(dev_path(m["circuit"]["logrows"]), srs)
+    monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
+    said: list[str] = []
+    res = _verify(bundle, srs=srs, progress=said.append)
+    assert res.ok, res.reasons
+    assert res.checks["key"] == "derived" and res.checks["srs"]["kind"] == "unknown"
+    assert any("deriving the verification key" in line for line in said), said
+    entries = list((tmp_path / "fresh-cache" / "keys").iterdir())
+    assert entries and all(not (e / "pk.key").exists() for e in entries), "a verifier keeps no proving key"
