@@ -16,7 +16,7 @@ def _cache_outside_home(tmp_path_factory):
     os.environ["ZKFP_CACHE"] = str(tmp_path_factory.mktemp("zkfp-cache"))
     # A proving key at 2^17 takes 0.7-2.8 GB and CI's disk is shared: keep a few beyond the proof's
     # own. Files run in name order, so every proof of the embedded shape (test_prove_verify) comes
-    # before the other shapes' (its last test, then test_prove_verify_chunked) and sets it up once.
+    # before the other shapes' (its last two tests, then test_prove_verify_chunked) and sets it up once.
     os.environ["ZKFP_KEYS_MAX_GB"] = "6"
     os.environ["ZKFP_REGISTRY"] = str(tmp_path_factory.mktemp("zkfp-registry") / "registry.sqlite")
     # Ray (the prover's scheduler) keeps its session files under RAY_TMPDIR and, with token
