@@ -16,7 +16,7 @@ import pytest
 from fingerprint import spec
 from fingerprint.compare import compare
 from fingerprint.fpjson import Fingerprint, load, save
-from fingerprint.registry import SCHEMA_VERSION, Registry, add_file, default_path
+from fingerprint.registry import PAGE_SIZE, SCHEMA_VERSION, Registry, add_file, default_path
 from zkfp.errors import RegistryError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,6 +225,22 @@ def test_an_older_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path, 
             ("old", None, None), ("new", "/somewhere", "t0")]
     with sqlite3.connect(reg) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_a_new_registry_has_large_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    """identify reads a registry whole: its vectors come in a few 64 KiB pages each. A file made
+    with SQLite's default 4 KiB pages (an earlier zkfp's) is read and written as it is."""
+    with Registry(tmp_path / "new.sqlite") as db:
+        db.add(synthetic(1), "a", source="test")
+    with sqlite3.connect(tmp_path / "old.sqlite") as db:
+        db.execute("PRAGMA page_size = 4096")
+        db.execute("VACUUM")
+    with Registry(tmp_path / "old.sqlite") as db:
+        db.add(synthetic(1), "a", source="test")
+        assert [e.name for g in db.groups() for e in g.entries] == ["a"]
+    sizes = {name: sqlite3.connect(tmp_path / name).execute("PRAGMA page_size").fetchone()[0]
+             for name in ("new.sqlite", "old.sqlite")}
+    assert sizes == {"new.sqlite": PAGE_SIZE, "old.sqlite": 4096} and PAGE_SIZE == 65536
 
 
 def test_a_folder_that_is_neither_a_bundle_nor_a_file_is_refused(tmp_path):
