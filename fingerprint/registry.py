@@ -40,7 +40,7 @@ SCHEMA_VERSION = 3  # 2: the release column; 3: the tokens column
 _ADDED_COLUMNS = {2: "release TEXT", 3: "tokens TEXT"}  # what each schema version added
 # SQLite pages of 64 KiB, not 4: a registry is read whole by identify, and its vectors (a 32-layer
 # fingerprint's invariants: 96 KiB) then come in a few pages each, not a chain of two dozen
-# (10,000 entries read in 0.23-0.35 s instead of 0.32-1.05; benchmarks/identify_speed.py).
+# (10,000 entries of 32 layers read in 311-431 ms against 421-494; benchmarks/identify_speed.py, README).
 PAGE_SIZE = 65536
 ENV = "ZKFP_REGISTRY"
 BUSY_TIMEOUT_S = 60.0
