@@ -46,8 +46,11 @@ class _Progress:
         return self.p.__exit__(*exc) if self.p else False
 
     def stage(self, text: str, total: int | None = None) -> None:
+        """A new step with its own count (None: none) and time. A task of its own: rich's update
+        cannot take a count away, so "checking" would show the last step's "0/1"."""
         if self.p:
-            self.p.update(self.task, description=text, total=total, completed=0)
+            self.p.remove_task(self.task)
+            self.task = self.p.add_task(text, total=total)
 
     def advance(self) -> None:
         if self.p:
