@@ -29,7 +29,7 @@ class _Progress:
     """A rich progress bar counting steps and chunks (or nothing, when disabled)."""
 
     def __init__(self, enabled: bool):
-        self.p = None
+        self.p, self.task = None, None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -39,7 +39,6 @@ class _Progress:
     def __enter__(self):
         if self.p:
             self.p.__enter__()
-            self.task = self.p.add_task("proving", total=None)
         return self
 
     def __exit__(self, *exc):
@@ -49,7 +48,8 @@ class _Progress:
         """A new step with its own count (None: none) and time. A task of its own: rich's update
         cannot take a count away, so "checking" would show the last step's "0/1"."""
         if self.p:
-            self.p.remove_task(self.task)
+            if self.task is not None:
+                self.p.remove_task(self.task)
             self.task = self.p.add_task(text, total=total)
 
     def advance(self) -> None:

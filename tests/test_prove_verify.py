@@ -527,10 +527,10 @@ def test_a_layernorm_family_proves_and_verifies(layernorm):
 def test_verifier_derives_the_key_itself(layernorm, tmp_path, monkeypatch):
     """On a machine that never proved anything (empty cache), the verifier rebuilds the circuit
     from the release's shape and derives the key the bundle must carry."""
-    _, bundle = layernorm
-    m = json.loads((bundle / "manifest.json").read_text())
     from circuits.srs import dev_path
 
+    _, bundle = layernorm
+    m = json.loads((bundle / "manifest.json").read_text())
     srs = tmp_path / "srs.bin"
     shutil.copyfile(dev_path(m["circuit"]["logrows"]), srs)
     monkeypatch.setenv("ZKFP_CACHE", str(tmp_path / "fresh-cache"))
