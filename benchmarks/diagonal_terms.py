@@ -1,0 +1,174 @@
+"""How much of the fingerprint's likeness between unrelated models sits on the terms' diagonals.
+
+    python benchmarks/diagonal_terms.py --zoo DIR [--models DIR ...] [--m 64 128 256] [--draws 3] [--out RESULTS.json]
+
+Each invariant term is a k×k matrix over the selected tokens (M_a = X̂W_qᵀW_kX̂ᵀ, …). Its k
+diagonal entries are a token's response to itself, x_iᵀAx_i. Where they stand out from the
+off-diagonal entries, they do so in every model whatever its seed, and once the term is z-scored
+they are a pattern that unrelated models share. First printed: the share of each term's squared
+norm (z-scored) on its diagonal, per population of seed twins (k of k² entries: 1/k expected).
+Then every pair of one family on one token list is scored (the zoo of `benchmarks/fingerprint_zoo.py`, the populations of
+`benchmarks/null_populations.py` under DIR/populations, and any folder of models given with
+--models, e.g. those of `benchmarks/scale_population.py`), layers aligned as `zkfp compare`
+aligns them, on:
+
+- `invariants`: the spec's per-layer invariants (each term z-scored over its k² entries);
+- `off-diagonal`: each term's k(k−1) off-diagonal entries, z-scored among themselves;
+- `v` and `v, off-diagonal`: v_l = zscore(P·z_l) of each, with P the spec's seeded projection
+  (`fingerprint.encoder.projection_matrix`) at the vector's length, so the off-diagonal v is the
+  one a spec reading only off-diagonal entries would prove; with `--m` / `--draws`, also at
+  other lengths m and with other seeds; and `v, off-diagonal (shipped P restricted)`, with the
+  shipped P's off-diagonal columns: how much the draw of a 64-number projection moves the scores.
+
+Two models are related when their names share a root (`…-s<seed>`, the zoo's naming). Prints,
+per family and statistic: AUC, the lowest related and highest unrelated pair (and the highest on
+the zoo's trained BPE vocabulary alone), heavy continued pretraining's lowest related score, and
+`fingerprint_zoo.rule`'s thresholds on the pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from fingerprint import compare as C  # noqa: E402
+from fingerprint import spec  # noqa: E402
+from fingerprint_zoo import rule  # noqa: E402
+
+TOY_VOCAB = 512  # the demo's byte-level vocabulary (null_populations' "toy" population)
+
+
+def models_in(folders: list[Path]) -> list[Path]:
+    return [p for f in folders if f.is_dir() for p in sorted(f.iterdir())
+            if (p / "config.json").is_file() and re.match(r"^(llama|gpt2)-.*-?s\d+", p.name)]
+
+
+def root(name: str) -> str:
+    return re.match(r"^(.*?-s\d+)", name).group(1)
+
+
+def tokens_of(name: str) -> str:
+    return "toy" if "-toy-" in name else "bpe"
+
+
+def off_diagonal(inv: np.ndarray, k: int) -> np.ndarray:
+    """(L, 3k²) per-layer invariants → (L, 3k(k−1)): each term's off-diagonal entries, z-scored."""
+    terms = inv.reshape(inv.shape[0], 3, k * k)[:, :, ~np.eye(k, dtype=bool).reshape(-1)]
+    terms = terms - terms.mean(axis=-1, keepdims=True)
+    return (terms / terms.std(axis=-1, keepdims=True)).reshape(inv.shape[0], -1)
+
+
+def diagonal_shares(invariants: dict[str, np.ndarray], k: int) -> dict[str, list[float]]:
+    """Per population (the seed twins `<population>-s<seed>`): the mean share of each term's
+    squared norm on its diagonal (M_a, M_b, M_f)."""
+    diagonal = np.eye(k, dtype=bool).reshape(-1)
+    groups: dict[str, list[np.ndarray]] = {}
+    for name, inv in invariants.items():
+        m = re.match(r"^(.*)-s\d+$", name)
+        if m:
+            terms = inv.reshape(inv.shape[0], 3, k * k)
+            groups.setdefault(m.group(1), []).append((terms[:, :, diagonal] ** 2).sum(-1) / (terms ** 2).sum(-1))
+    return {g: np.concatenate(v).mean(axis=0).round(3).tolist() for g, v in sorted(groups.items())}
+
+
+def projected(z: np.ndarray, P: np.ndarray) -> np.ndarray:
+    y = z @ P.T
+    return (y - y.mean(axis=1, keepdims=True)) / y.std(axis=1, keepdims=True)
+
+
+def statistics(inv: np.ndarray, v: np.ndarray, k: int, projections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    off = off_diagonal(inv, k)
+    return {"invariants": inv, "off-diagonal": off, "v": v,
+            **{f"v, off-diagonal{label}": projected(off, P) for label, P in projections.items()}}
+
+
+def off_diagonal_projections(k: int, ms: list[int], draws: int) -> dict[str, np.ndarray]:
+    """The spec's seeded P at the off-diagonal length (draw 0; draw i: the seed + i) for each m,
+    and the shipped P's off-diagonal columns."""
+    from circuits.projection import load_projection
+    from fingerprint.encoder import projection_matrix
+
+    n = 3 * k * (k - 1)
+    out = {"" if (m, i) == (spec.M_DIM, 0) else f", m = {m}, draw {i}":
+           projection_matrix(n=n, m=m, seed=spec.ENCODER_SEED + i).double().numpy()
+           for m in ms for i in range(draws)}
+    shipped = load_projection(k, spec.M_DIM).astype(np.float64).reshape(spec.M_DIM, 3, k * k)
+    out[" (shipped P restricted)"] = shipped[:, :, ~np.eye(k, dtype=bool).reshape(-1)].reshape(spec.M_DIM, n)
+    return out
+
+
+def summary(scores: list[tuple[float, str, str, bool]]) -> dict:
+    rel = sorted((s, a, b) for s, a, b, r in scores if r)
+    unr = sorted(((s, a, b) for s, a, b, r in scores if not r), reverse=True)
+    rs, us = np.array([r[0] for r in rel]), np.array([u[0] for u in unr])
+    bpe = [u for u in unr if tokens_of(u[1]) == "bpe"]
+    heavy = [r[0] for r in rel if "heavy" in r[1] + r[2]]
+    mu, sd = float(us.mean()), float(us.std())
+    return {"related": len(rel), "unrelated": len(unr), "auc": float((rs[:, None] > us[None, :]).mean()),
+            "related_min": [round(rel[0][0], 1), rel[0][1], rel[0][2]],
+            "unrelated_max": [round(unr[0][0], 1), unr[0][1], unr[0][2]],
+            "unrelated_max_bpe": [round(bpe[0][0], 1), bpe[0][1], bpe[0][2]],
+            "unrelated_mean_sd": [round(mu, 1), round(sd, 1)],
+            "related_at_or_below_unrelated_max": int((rs <= us.max()).sum()),
+            "heavy_cpt_min": round(min(heavy), 1) if heavy else None,
+            "rule": rule(float(rs.min()), float(us.max()), mu, sd)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", required=True, type=Path, help="the zoo folder (benchmarks/zoo_build.py; "
+                    "its populations/ folder from benchmarks/null_populations.py is read too)")
+    ap.add_argument("--models", action="append", default=[], type=Path, metavar="DIR",
+                    help="another folder of models named <family>-…-s<seed>[-derivation]")
+    ap.add_argument("--m", nargs="+", type=int, default=[spec.M_DIM], help="v's length per layer (the spec's: 64)")
+    ap.add_argument("--draws", type=int, default=1, help="projections drawn per m (seed, seed + 1, …)")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args(argv)
+    from fingerprint import extract as E
+
+    t = time.time()
+    paths = models_in([args.zoo, args.zoo / "populations", *args.models])
+    ids = {"bpe": spec.select_tokens(4096), "toy": spec.select_tokens(TOY_VOCAB)}
+    projections = off_diagonal_projections(spec.K_TOKENS, args.m, args.draws)
+    feats = {}
+    for p in paths:
+        fp = E.extract(p, token_ids=ids[tokens_of(p.name)])
+        feats[p.name] = statistics(fp.layer_invariants(), fp.layer_v(), spec.K_TOKENS, projections)
+    print(f"{len(paths)} models fingerprinted in {time.time() - t:.0f} s")
+    shares = diagonal_shares({n: f["invariants"] for n, f in feats.items()}, spec.K_TOKENS)
+    print(f"share of each term's squared norm on its diagonal (M_a, M_b, M_f; 1/k = {1 / spec.K_TOKENS:.3f}):")
+    for group, share in shares.items():
+        print(f"  {group:16s} {share}")
+    results = {"diagonal_shares": shares}
+    for family in ("llama", "gpt2"):
+        names = [p.name for p in paths if p.name.startswith(family + "-")]
+        pairs = [(a, b) for a, b in itertools.combinations(names, 2) if tokens_of(a) == tokens_of(b)]
+        for stat in feats[names[0]]:
+            scores = [(float(C.aligned_scores(C.layer_similarities(feats[a][stat], feats[b][stat])[None])[0]),
+                       a, b, root(a) == root(b)) for a, b in pairs]
+            r = results[f"{family}/{stat}"] = summary(scores)
+            print(f"{family:5s} {stat:42s} AUC {r['auc']:.4f}  related min {r['related_min'][0]:5.1f}  "
+                  f"unrelated max {r['unrelated_max'][0]:5.1f} (BPE {r['unrelated_max_bpe'][0]:5.1f}, "
+                  f"mean {r['unrelated_mean_sd'][0]} ± {r['unrelated_mean_sd'][1]})  related ≤ that max: "
+                  f"{r['related_at_or_below_unrelated_max']}  heavy-cpt min {r['heavy_cpt_min']}  "
+                  f"rule {r['rule']['related']:.0f} / {r['rule']['unrelated']:.0f}")
+            print(f"      highest unrelated: {r['unrelated_max'][1]} vs {r['unrelated_max'][2]}; "
+                  f"lowest related: {r['related_min'][1]} vs {r['related_min'][2]}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
