@@ -1,6 +1,6 @@
 """The encoder's arithmetic outside the circuit. numpy only.
 
-* `v_from_terms`: v_l = zscore(P · concat_{t in layer l} zscore(M_t)) for each layer, exactly
+* `v_from_terms`: v_l = zscore(P · concat_{t in layer l} zscore(off-diagonal M_t)) for each layer, exactly
   `fingerprint.extract` (per-term population z-score, the spec's gaussian-projection encoder,
   z-score per layer): the float reference.
 * `inverse_sigmas`: 1/σ_t, computed from the very field elements the terms circuit committed, in
@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from fingerprint.spec import off_diagonal  # pure Python
 
 # An honest prover's checks are 1 within ~1e-6 (measured); a per-term factor off by δ moves a
 # check by 2δ, so this bounds any prover's freedom over 1/σ_t to a factor within 2^-11 of 1.
@@ -29,7 +31,8 @@ def v_from_terms(terms, shape, projection: np.ndarray) -> np.ndarray:
     kk = shape.k * shape.k
     if out.size != shape.n_terms() * kk:
         raise ValueError(f"expected {shape.n_terms() * kk} term values, got {out.size}")
-    z = np.stack([zscore(out[i * kk:(i + 1) * kk]) for i in range(shape.n_terms())]).reshape(len(shape.layers), -1)
+    off = off_diagonal(shape.k)
+    z = np.stack([zscore(out[i * kk:(i + 1) * kk][off]) for i in range(shape.n_terms())]).reshape(len(shape.layers), -1)
     P = np.asarray(projection, dtype=np.float64)
     if P.shape != (shape.m, z.shape[1]):
         raise ValueError(f"encoder projection has shape {P.shape}, expected {(shape.m, z.shape[1])}")
@@ -51,9 +54,10 @@ def ints_to_felts(values: list[int]) -> list[str]:
 
 
 def inverse_sigmas(term_felts: list[str], shape) -> np.ndarray:
-    """1/‖c_t‖ for each term, c_t = (M_t − mean)/2^shift with M read at the encoder's input scale."""
+    """1/‖c_t‖ for each term, c_t = (M_t − mean)/2^shift over its off-diagonal entries, with M read
+    at the encoder's input scale."""
     M = np.array(felts_to_ints(term_felts), dtype=np.float64) / 2.0 ** (shape.enc_input_scale + shape.term_shift)
-    c = M.reshape(shape.n_terms(), -1)
+    c = M.reshape(shape.n_terms(), -1)[:, off_diagonal(shape.k)]
     c = c - c.mean(axis=1, keepdims=True)
     norms = np.sqrt((c * c).sum(axis=1))
     if not np.all(norms > 0):

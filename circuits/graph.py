@@ -22,12 +22,13 @@ committed, never public):
 The encoder circuit (`build_encoder_onnx`; inputs: the terms, committed — the same commitment as
 the terms circuit's output, or the partial terms of several chunks, summed first — and the
 prover's u_t per term, committed; output: public):
-      c_t = (M_t − mean M_t)/2^shift,   z_t = c_t·u_t²,   y_l = P·concat(z_t of layer l),   check_t = z_t·z_t
+      c_t = (M_t − mean M_t)/2^shift over M_t's off-diagonal entries (the spec reads no diagonal),
+      z_t = c_t·u_t²,   y_l = P·concat(z_t of layer l),   check_t = z_t·z_t
 The public values are y (m per layer, one P for every layer) and the 3·L checks. An honest prover
 gives u_t² = 1/‖c_t‖, so every check is 1; the verifier requires |check_t − 1| ≤ 2^-10 and takes
 v_l = zscore(y_l) for each layer. Then z_t is
-zscore(M_t)/k, up to a per-term factor within 2^-11 of 1: v is HuRef's encoding of the
-z-scored terms (Zeng et al., 2024), and the terms stay private. The factor is u_t², not a free
+zscore(off-diagonal M_t)/√(k(k−1)), up to a per-term factor within 2^-11 of 1: v is HuRef's
+encoding of the z-scored terms (Zeng et al., 2024) without their diagonals, and the terms stay private. The factor is u_t², not a free
 s_t: a check cannot tell s_t from −s_t, and a negative s_t would flip a term's sign in v. (ezkl 23.0.5's Sqrt/Reciprocal
 on these scales failed its constraints in every variant measured, hence a checked private 1/σ;
 multiplying by s_t before squaring keeps every product inside the range checks.)
@@ -147,6 +148,15 @@ def _summed(g: _Graph, part, names: list[str]) -> str:
     return summed[0] if len(summed) == 1 else g.op("Concat", summed, axis=0)
 
 
+def _off_diagonal(g: _Graph, M: str, T: int, k: int) -> str:
+    """(T, k²) terms → (T, k(k−1)), each term's off-diagonal entries in order (spec.off_diagonal):
+    from flat index 1 on, the k² − 1 entries are k − 1 rows of k + 1 that each end on a diagonal
+    entry, so two slices and reshapes (copies, no constraint) drop the diagonal."""
+    rest = g.op("Slice", [M, g.const([1]), g.const([k * k]), g.const([1])])
+    rows = g.op("Slice", [g.reshape(rest, (T, k - 1, k + 1)), g.const([0]), g.const([k]), g.const([2])])
+    return g.reshape(rows, (T, k * (k - 1)))
+
+
 def build_sum_onnx(part) -> onnx.ModelProto:
     """A sum chunk: its input partials added term by term (exact: no product, no rescale)."""
     io = part.committed_io()
@@ -161,17 +171,17 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     """An encoder circuit's ONNX model (see the module docstring): every layer's, or those of
     `part.layers` when the model's encoder is split by groups of layers (circuits.plan)."""
     s = part.shape
-    T, kk = len(part.output_terms), s.k * s.k
+    T, n = len(part.output_terms), s.k * (s.k - 1)
     L = part.encoded_layers
-    P = load_projection(s.k, s.m).reshape(s.m, 3, kk)  # one projection for every layer
+    P = load_projection(s.k, s.m).reshape(s.m, 3, n)  # one projection for every layer
     io = part.committed_io()
     g = _Graph()
-    M = _summed(g, part, [n for n, _ in io["inputs"][:-1]])
+    M = _off_diagonal(g, _summed(g, part, [nm for nm, _ in io["inputs"][:-1]]), T, s.k)
     scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
     c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
     s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
     z = g.einsum("ti,t->ti", c, s_t)
-    y = g.reshape(g.einsum("mci,lci->lm", g.fconst(P), g.reshape(z, (L, 3, kk))), (L * s.m,))
+    y = g.reshape(g.einsum("mci,lci->lm", g.fconst(P), g.reshape(z, (L, 3, n))), (L * s.m,))
     check = g.einsum("ti,ti->t", z, z)
     g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
     return _model(g, io["inputs"], ENCODER_OUTPUT, L * s.m + T, "zkfp_encoder", s.version)

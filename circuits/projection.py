@@ -27,8 +27,10 @@ def _load(path: str) -> np.ndarray | None:
 
 
 def load_projection(k: int, m: int, path: str | Path = ASSET) -> np.ndarray:
-    """P (m × 3k²): the projection the spec's encoder applies to each layer's invariants."""
-    n = 3 * k * k
+    """P (m × 3k(k−1)): the projection the spec's encoder applies to each layer's invariants."""
+    from fingerprint.spec import layer_length  # pure Python
+
+    n = layer_length(k)
     P = _load(str(path))
     if P is None or P.shape != (m, n):
         got = None if P is None else P.shape

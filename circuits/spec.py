@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from fingerprint import spec as fspec  # the fingerprint spec's constants (stdlib only, like this module)
 
-CIRCUIT_VERSION = "zkfp-circuit/4"  # /2: terms private, v public; /3: chunks, 1/σ = u²; /4: every layer, v per layer
+CIRCUIT_VERSION = "zkfp-circuit/5"  # /2: terms private, v public; /3: chunks, 1/σ = u²; /4: every layer, v per layer; /5: off-diagonal
 EZKL_VERSION = "23.0.5"
 # Taylor orders whose coefficient tensors the circuit reads to rebuild W_down of expanded
 # neurons (least squares over these orders: W_d[:, j] = Σ_n c_n(a_j) Θ_n[:, j] / Σ_n c_n(a_j)²).

@@ -33,20 +33,22 @@ from zkfp.errors import FingerprintError
 # (benchmarks/null_populations.py), and with a population of hidden 256 for each family
 # (benchmarks/scale_population.py), by the rule in `fingerprint_zoo.rule`. Seed twins of plain-MLP
 # models (GPT-2) look far more alike on the fingerprints than gated ones (Llama), and their null
-# moves with the population (twins of 2 layers or on the toy vocabulary reach 66-69), hence the
+# moves with the population (twins of 2 layers or on the toy vocabulary reach 62-66), hence the
 # high plain `related`; at hidden 256 the twins part but a heavily continued model scores as low as
-# 33-35 against its relatives, hence the low plain `unrelated`. null_mean/null_sd describe the
+# 30-32 against its relatives, hence the low plain `unrelated`. Under zkfp-fp/3 (no diagonals) the
+# gated nulls top out at 27.8 / 27.4, so what sets the gated `related` is the rule's floor of 50.
+# null_mean/null_sd describe the
 # pooled unrelated pairs (the Gaussian null of the implied false-positive rate; the pool mixes
 # populations, so it is a rough guide). "weights" is fingerprint.weights (both models at hand,
 # bases aligned, forms whitened); "gauge" is its one-sided test of W_q and W_k, of which only
 # `related` is used (a disguise lowers the gauge, so its `unrelated`, the rule's output, decides nothing).
 THRESHOLDS = {
-    "gated": {"invariants": {"related": 50.0, "unrelated": 25.0, "null_mean": 8.7, "null_sd": 5.4},
-              "v": {"related": 55.0, "unrelated": 30.0, "null_mean": 10.9, "null_sd": 6.2},
+    "gated": {"invariants": {"related": 50.0, "unrelated": 25.0, "null_mean": 7.8, "null_sd": 4.1},
+              "v": {"related": 50.0, "unrelated": 30.0, "null_mean": 13.0, "null_sd": 5.4},
               "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.4, "null_sd": 0.8},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 2.4, "null_sd": 2.0}},
-    "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 39.7, "null_sd": 13.3},
-              "v": {"related": 85.0, "unrelated": 30.0, "null_mean": 38.0, "null_sd": 11.7},
+    "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 38.5, "null_sd": 13.2},
+              "v": {"related": 85.0, "unrelated": 25.0, "null_mean": 36.4, "null_sd": 12.1},
               "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.6, "null_sd": 4.0}},
 }

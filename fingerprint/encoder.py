@@ -1,6 +1,6 @@
 """Invariants → Gaussian vectors, one per layer: v_l = zscore(P · z_l), v = concat_l v_l.
 
-`gaussian-projection/2` (the spec's encoder): P is a seeded N(0, 1/n) matrix (m × n, n = 3k²,
+`gaussian-projection/2` (the spec's encoder): P is a seeded N(0, 1/n) matrix (m × n, n = 3k(k−1),
 one layer's invariants), the same for every layer. By Johnson-Lindenstrauss cos(v_l, v'_j) ≈
 cos(z_l, z'_j), so any layer of one model can be compared with any layer of another, which is
 what lets `fingerprint.compare` align the layers of a pruned or deepened offspring with its

@@ -36,7 +36,7 @@ class Fingerprint:
         return np.asarray(self.v, dtype=np.float64).reshape(self.layers, -1)
 
     def layer_invariants(self):
-        """The invariants as a (layers, 3k²) float64 numpy array (None when the file left them out)."""
+        """The invariants as a (layers, 3k(k−1)) float64 numpy array (None when the file left them out)."""
         import numpy as np
 
         return None if self.invariants is None else np.asarray(self.invariants, dtype=np.float64).reshape(self.layers, -1)

@@ -13,7 +13,7 @@ import os
 import torch
 from torch import Tensor
 
-from fingerprint.invariants import invariant_vector
+from fingerprint.invariants import zscored_terms
 
 
 def huref_mlp_gated(X: Tensor, Wgate: Tensor, Wup: Tensor, Wdown: Tensor) -> Tensor:
@@ -43,4 +43,4 @@ def huref_vector(path: str | os.PathLike, token_ids: list[int], layers: int = 2)
         w = r.layer(i, torch.float64)
         out.append(huref_terms(X, w.q.weight, w.k.weight, w.v.weight, w.o.weight, w.up.weight, w.down.weight,
                                None if w.gate is None else w.gate.weight, d.heads, d.kv_heads))
-    return invariant_vector(torch.stack(out))
+    return zscored_terms(torch.stack(out))

@@ -118,9 +118,19 @@ def zscore(M: Tensor) -> Tensor:
     return M / M.pow(2).mean().sqrt().clamp_min(1e-30)
 
 
-def invariant_vector(terms: Tensor) -> Tensor:
-    """(L, 3, k, k) terms → flat vector of each term z-scored separately, length 3·L·k²."""
+def zscored_terms(terms: Tensor) -> Tensor:
+    """(L, 3, k, k) terms → flat vector of each whole term z-scored separately (HuRef's), length 3·L·k²."""
     return torch.cat([zscore(t).reshape(-1) for t in terms.reshape(-1, *terms.shape[-2:])])
+
+
+def invariant_vector(terms: Tensor) -> Tensor:
+    """(L, 3, k, k) terms → the spec's invariants: each term's off-diagonal entries (spec.off_diagonal),
+    z-scored separately, length 3·L·k(k−1)."""
+    from fingerprint.spec import off_diagonal
+
+    k = terms.shape[-1]
+    idx = torch.tensor(off_diagonal(k))
+    return torch.cat([zscore(t.reshape(-1)[idx]) for t in terms.reshape(-1, k, k)])
 
 
 def ics(a: Tensor, b: Tensor) -> float:

@@ -112,6 +112,7 @@ def test_an_encoder_too_large_for_a_chunk_is_split_by_layers_and_encodes_the_sam
     from circuits.finish import v_from_public
     from circuits.graph import build_encoder_onnx
     from circuits.plan import make_plan
+    from fingerprint.spec import off_diagonal
 
     shape, tensors = embedded
     one_layer = lambda p, b: _by_weights(p, b) and (p.kind != "encoder" or p.encoded_layers <= 1)  # noqa: E731
@@ -125,7 +126,7 @@ def test_an_encoder_too_large_for_a_chunk_is_split_by_layers_and_encodes_the_sam
 
     partials = _partials(split, tensors)
     total = _chunk_terms(split, tensors)
-    c = total / 2.0 ** shape.term_shift  # the encoder's units (as test_circuits feeds its graph)
+    c = total[:, off_diagonal(shape.k)] / 2.0 ** shape.term_shift  # the encoder's units (as test_circuits feeds its graph)
     c = c - c.mean(axis=1, keepdims=True)
     u = (c * c).sum(axis=1) ** -0.25  # u² = 1/σ
 
