@@ -1,24 +1,25 @@
-"""How much of the fingerprint's likeness between unrelated models sits on the terms' diagonals.
+"""How much of the fingerprint's likeness between unrelated models sat on the terms' diagonals.
 
     python benchmarks/diagonal_terms.py --zoo DIR [--models DIR ...] [--m 64 128 256] [--draws 3] [--out RESULTS.json]
 
 Each invariant term is a k×k matrix over the selected tokens (M_a = X̂W_qᵀW_kX̂ᵀ, …). Its k
 diagonal entries are a token's response to itself, x_iᵀAx_i. Where they stand out from the
 off-diagonal entries, they do so in every model whatever its seed, and once the term is z-scored
-they are a pattern that unrelated models share. First printed: the share of each term's squared
-norm (z-scored) on its diagonal, per population of seed twins (k of k² entries: 1/k expected).
-Then every pair of one family on one token list is scored (the zoo of `benchmarks/fingerprint_zoo.py`, the populations of
-`benchmarks/null_populations.py` under DIR/populations, and any folder of models given with
---models, e.g. those of `benchmarks/scale_population.py`), layers aligned as `zkfp compare`
-aligns them, on:
+they are a pattern that unrelated models share; spec `zkfp-fp/3` reads only the off-diagonal
+entries for that reason, and this measures the difference. First printed: the share of each
+term's squared norm (z-scored whole) on its diagonal, per population of seed twins (1/k
+expected). Then every pair of one family on one token list is scored (the zoo of
+`benchmarks/fingerprint_zoo.py`, the populations of `benchmarks/null_populations.py` under
+DIR/populations, and any folder of models given with --models, e.g. those of
+`benchmarks/scale_population.py`), layers aligned as `zkfp compare` aligns them, on:
 
-- `invariants`: the spec's per-layer invariants (each term z-scored over its k² entries);
-- `off-diagonal`: each term's k(k−1) off-diagonal entries, z-scored among themselves;
-- `v` and `v, off-diagonal`: v_l = zscore(P·z_l) of each, with P the spec's seeded projection
-  (`fingerprint.encoder.projection_matrix`) at the vector's length, so the off-diagonal v is the
-  one a spec reading only off-diagonal entries would prove; with `--m` / `--draws`, also at
-  other lengths m and with other seeds; and `v, off-diagonal (shipped P restricted)`, with the
-  shipped P's off-diagonal columns: how much the draw of a 64-number projection moves the scores.
+- `with diagonals` and `v, with diagonals`: each term z-scored over its k² entries, and
+  v_l = zscore(P·z_l) with `zkfp-fp/2`'s P (`fingerprint.encoder.projection_matrix` at 3k²
+  columns): the statistic of `zkfp-fp/2`;
+- `invariants` and `v`: the spec's (each term's k(k−1) off-diagonal entries, z-scored among
+  themselves; P at 3k(k−1) columns); with `--m` / `--draws`, v also at other lengths m and from
+  other seeds; and `v (fp/2's P restricted)`, through `zkfp-fp/2`'s P's off-diagonal columns:
+  how much the draw of a 64-number projection moves the scores.
 
 Two models are related when their names share a root (`…-s<seed>`, the zoo's naming). Prints,
 per family and statistic: AUC, the lowest related and highest unrelated pair (and the highest on
@@ -62,22 +63,15 @@ def tokens_of(name: str) -> str:
     return "toy" if "-toy-" in name else "bpe"
 
 
-def off_diagonal(inv: np.ndarray, k: int) -> np.ndarray:
-    """(L, 3k²) per-layer invariants → (L, 3k(k−1)): each term's off-diagonal entries, z-scored."""
-    terms = inv.reshape(inv.shape[0], 3, k * k)[:, :, ~np.eye(k, dtype=bool).reshape(-1)]
-    terms = terms - terms.mean(axis=-1, keepdims=True)
-    return (terms / terms.std(axis=-1, keepdims=True)).reshape(inv.shape[0], -1)
-
-
-def diagonal_shares(invariants: dict[str, np.ndarray], k: int) -> dict[str, list[float]]:
-    """Per population (the seed twins `<population>-s<seed>`): the mean share of each term's
-    squared norm on its diagonal (M_a, M_b, M_f)."""
+def diagonal_shares(whole: dict[str, np.ndarray], k: int) -> dict[str, list[float]]:
+    """Per population (the seed twins `<population>-s<seed>`): the mean share of each whole
+    z-scored term's squared norm on its diagonal (M_a, M_b, M_f)."""
     diagonal = np.eye(k, dtype=bool).reshape(-1)
     groups: dict[str, list[np.ndarray]] = {}
-    for name, inv in invariants.items():
+    for name, z in whole.items():
         m = re.match(r"^(.*)-s\d+$", name)
         if m:
-            terms = inv.reshape(inv.shape[0], 3, k * k)
+            terms = z.reshape(z.shape[0], 3, k * k)
             groups.setdefault(m.group(1), []).append((terms[:, :, diagonal] ** 2).sum(-1) / (terms ** 2).sum(-1))
     return {g: np.concatenate(v).mean(axis=0).round(3).tolist() for g, v in sorted(groups.items())}
 
@@ -87,25 +81,29 @@ def projected(z: np.ndarray, P: np.ndarray) -> np.ndarray:
     return (y - y.mean(axis=1, keepdims=True)) / y.std(axis=1, keepdims=True)
 
 
-def statistics(inv: np.ndarray, v: np.ndarray, k: int, projections: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    off = off_diagonal(inv, k)
-    return {"invariants": inv, "off-diagonal": off, "v": v,
-            **{f"v, off-diagonal{label}": projected(off, P) for label, P in projections.items()}}
-
-
-def off_diagonal_projections(k: int, ms: list[int], draws: int) -> dict[str, np.ndarray]:
-    """The spec's seeded P at the off-diagonal length (draw 0; draw i: the seed + i) for each m,
-    and the shipped P's off-diagonal columns."""
-    from circuits.projection import load_projection
+def projections(k: int, ms: list[int], draws: int) -> dict[str, np.ndarray]:
+    """Extra projections of the spec's invariants: the spec's seeded P at other m and seeds (seed + i),
+    and `zkfp-fp/2`'s P (3k² columns) restricted to the off-diagonal columns."""
     from fingerprint.encoder import projection_matrix
 
-    n = 3 * k * (k - 1)
-    out = {"" if (m, i) == (spec.M_DIM, 0) else f", m = {m}, draw {i}":
-           projection_matrix(n=n, m=m, seed=spec.ENCODER_SEED + i).double().numpy()
-           for m in ms for i in range(draws)}
-    shipped = load_projection(k, spec.M_DIM).astype(np.float64).reshape(spec.M_DIM, 3, k * k)
-    out[" (shipped P restricted)"] = shipped[:, :, ~np.eye(k, dtype=bool).reshape(-1)].reshape(spec.M_DIM, n)
+    n = spec.layer_length(k)
+    out = {f", m = {m}, draw {i}": projection_matrix(n=n, m=m, seed=spec.ENCODER_SEED + i).double().numpy()
+           for m in ms for i in range(draws) if (m, i) != (spec.M_DIM, 0)}  # that one is the spec's v
+    fp2 = projection_matrix(n=3 * k * k).double().numpy().reshape(spec.M_DIM, 3, k * k)
+    out[" (fp/2's P restricted)"] = fp2[:, :, spec.off_diagonal(k)].reshape(spec.M_DIM, n)
     return out
+
+
+def statistics(fp, terms, k: int, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    from fingerprint.encoder import projection_matrix
+    from fingerprint.invariants import zscored_terms
+
+    whole = zscored_terms(terms).double().numpy().reshape(len(terms), -1)
+    invariants = fp.layer_invariants()
+    return {"with diagonals": whole,
+            "v, with diagonals": projected(whole, projection_matrix(n=3 * k * k).double().numpy()),
+            "invariants": invariants, "v": fp.layer_v(),
+            **{f"v{label}": projected(invariants, P) for label, P in extra.items()}}
 
 
 def summary(scores: list[tuple[float, str, str, bool]]) -> dict:
@@ -140,13 +138,13 @@ def main(argv=None) -> int:
     t = time.time()
     paths = models_in([args.zoo, args.zoo / "populations", *args.models])
     ids = {"bpe": spec.select_tokens(4096), "toy": spec.select_tokens(TOY_VOCAB)}
-    projections = off_diagonal_projections(spec.K_TOKENS, args.m, args.draws)
+    extra = projections(spec.K_TOKENS, args.m, args.draws)
     feats = {}
     for p in paths:
-        fp = E.extract(p, token_ids=ids[tokens_of(p.name)])
-        feats[p.name] = statistics(fp.layer_invariants(), fp.layer_v(), spec.K_TOKENS, projections)
+        fp, terms = E.extract(p, token_ids=ids[tokens_of(p.name)], with_terms=True)
+        feats[p.name] = statistics(fp, terms, spec.K_TOKENS, extra)
     print(f"{len(paths)} models fingerprinted in {time.time() - t:.0f} s")
-    shares = diagonal_shares({n: f["invariants"] for n, f in feats.items()}, spec.K_TOKENS)
+    shares = diagonal_shares({n: f["with diagonals"] for n, f in feats.items()}, spec.K_TOKENS)
     print(f"share of each term's squared norm on its diagonal (M_a, M_b, M_f; 1/k = {1 / spec.K_TOKENS:.3f}):")
     for group, share in shares.items():
         print(f"  {group:16s} {share}")

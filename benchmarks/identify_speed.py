@@ -4,7 +4,7 @@
 
 The registry is filled with synthetic fingerprints of a `--layers`-deep model (default 32, a
 7B's depth): Gaussian v (64 per layer) and, for one entry in `--invariants-every`, Gaussian
-invariants (3·16² = 768 per layer, float32) as a plain FP.json carries them; the others are
+invariants (3·16·15 = 720 per layer, float32) as a plain FP.json carries them; the others are
 v-only, as a proof bundle is. All are on the spec's token list, so every entry is ranked, with
 its layers aligned to the suspect's (one dynamic programme over the group). The suspect (an
 FP.json with invariants) has one layer fewer than the entries, as a depth-pruned offspring would.
