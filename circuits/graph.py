@@ -148,13 +148,14 @@ def _summed(g: _Graph, part, names: list[str]) -> str:
     return summed[0] if len(summed) == 1 else g.op("Concat", summed, axis=0)
 
 
-def _off_diagonal(g: _Graph, M: str, T: int, k: int) -> str:
-    """(T, k²) terms → (T, k(k−1)), each term's off-diagonal entries in order (spec.off_diagonal):
-    from flat index 1 on, the k² − 1 entries are k − 1 rows of k + 1 that each end on a diagonal
-    entry, so two slices and reshapes (copies, no constraint) drop the diagonal."""
-    rest = g.op("Slice", [M, g.const([1]), g.const([k * k]), g.const([1])])
-    rows = g.op("Slice", [g.reshape(rest, (T, k - 1, k + 1)), g.const([0]), g.const([k]), g.const([2])])
-    return g.reshape(rows, (T, k * (k - 1)))
+def _off_diagonal(g: _Graph, M: str, k: int) -> str:
+    """(T, k²) terms → (T, k(k−1)), each term's off-diagonal entries in order (spec.off_diagonal),
+    by a Gather with constant indices. (Two Slices and Reshapes select the same entries, but ezkl
+    23.0.5's gen_settings then gave 51,459 or 51,461 rows for one graph from run to run, and a
+    verifier rebuilding the circuit must get the prover's settings exactly.)"""
+    from fingerprint.spec import off_diagonal
+
+    return g.op("Gather", [M, g.const(off_diagonal(k))], axis=1)
 
 
 def build_sum_onnx(part) -> onnx.ModelProto:
@@ -176,7 +177,7 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     P = load_projection(s.k, s.m).reshape(s.m, 3, n)  # one projection for every layer
     io = part.committed_io()
     g = _Graph()
-    M = _off_diagonal(g, _summed(g, part, [nm for nm, _ in io["inputs"][:-1]]), T, s.k)
+    M = _off_diagonal(g, _summed(g, part, [nm for nm, _ in io["inputs"][:-1]]), s.k)
     scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
     c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
     s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
