@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
-from fingerprint_zoo import rule  # noqa: E402
+from fingerprint_zoo import auc, rule  # noqa: E402
 
 TOY_VOCAB = 512  # the demo's byte-level vocabulary (null_populations' "toy" population)
 
@@ -76,32 +76,36 @@ def diagonal_shares(whole: dict[str, np.ndarray], k: int) -> dict[str, list[floa
     return {g: np.concatenate(v).mean(axis=0).round(3).tolist() for g, v in sorted(groups.items())}
 
 
-def projected(z: np.ndarray, P: np.ndarray) -> np.ndarray:
-    y = z @ P.T
-    return (y - y.mean(axis=1, keepdims=True)) / y.std(axis=1, keepdims=True)
+def projected(z: np.ndarray, P) -> np.ndarray:
+    """The spec's encoder (fingerprint.encoder.project) with projection P, on (L, n) numpy rows."""
+    import torch
+
+    from fingerprint.encoder import project
+
+    return project(torch.from_numpy(z), P).numpy()
 
 
-def projections(k: int, ms: list[int], draws: int) -> dict[str, np.ndarray]:
-    """Extra projections of the spec's invariants: the spec's seeded P at other m and seeds (seed + i),
-    and `zkfp-fp/2`'s P (3k² columns) restricted to the off-diagonal columns."""
+def projections(k: int, ms: list[int], draws: int) -> dict[str, object]:
+    """Projections (float64 torch) of `zkfp-fp/2` (3k² columns; key "fp/2") and extra ones of the
+    spec's invariants: the spec's seeded P at other m and seeds (seed + i), and fp/2's P restricted
+    to the off-diagonal columns."""
     from fingerprint.encoder import projection_matrix
 
     n = spec.layer_length(k)
-    out = {f", m = {m}, draw {i}": projection_matrix(n=n, m=m, seed=spec.ENCODER_SEED + i).double().numpy()
+    fp2 = projection_matrix(n=3 * k * k).double()
+    out = {f", m = {m}, draw {i}": projection_matrix(n=n, m=m, seed=spec.ENCODER_SEED + i).double()
            for m in ms for i in range(draws) if (m, i) != (spec.M_DIM, 0)}  # that one is the spec's v
-    fp2 = projection_matrix(n=3 * k * k).double().numpy().reshape(spec.M_DIM, 3, k * k)
-    out[" (fp/2's P restricted)"] = fp2[:, :, spec.off_diagonal(k)].reshape(spec.M_DIM, n)
-    return out
+    out[" (fp/2's P restricted)"] = fp2.reshape(spec.M_DIM, 3, k * k)[:, :, spec.off_diagonal(k)].reshape(spec.M_DIM, n)
+    return {"fp/2": fp2, **out}
 
 
-def statistics(fp, terms, k: int, extra: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    from fingerprint.encoder import projection_matrix
+def statistics(fp, terms, projections_: dict[str, object]) -> dict[str, np.ndarray]:
     from fingerprint.invariants import zscored_terms
 
     whole = zscored_terms(terms).double().numpy().reshape(len(terms), -1)
     invariants = fp.layer_invariants()
-    return {"with diagonals": whole,
-            "v, with diagonals": projected(whole, projection_matrix(n=3 * k * k).double().numpy()),
+    extra = {label: P for label, P in projections_.items() if label != "fp/2"}
+    return {"with diagonals": whole, "v, with diagonals": projected(whole, projections_["fp/2"]),
             "invariants": invariants, "v": fp.layer_v(),
             **{f"v{label}": projected(invariants, P) for label, P in extra.items()}}
 
@@ -113,7 +117,7 @@ def summary(scores: list[tuple[float, str, str, bool]]) -> dict:
     bpe = [u for u in unr if tokens_of(u[1]) == "bpe"]
     heavy = [r[0] for r in rel if "heavy" in r[1] + r[2]]
     mu, sd = float(us.mean()), float(us.std())
-    return {"related": len(rel), "unrelated": len(unr), "auc": float((rs[:, None] > us[None, :]).mean()),
+    return {"related": len(rel), "unrelated": len(unr), "auc": auc(rs, us),
             "related_min": [round(rel[0][0], 1), rel[0][1], rel[0][2]],
             "unrelated_max": [round(unr[0][0], 1), unr[0][1], unr[0][2]],
             "unrelated_max_bpe": [round(bpe[0][0], 1), bpe[0][1], bpe[0][2]],
@@ -142,7 +146,7 @@ def main(argv=None) -> int:
     feats = {}
     for p in paths:
         fp, terms = E.extract(p, token_ids=ids[tokens_of(p.name)], with_terms=True)
-        feats[p.name] = statistics(fp, terms, spec.K_TOKENS, extra)
+        feats[p.name] = statistics(fp, terms, extra)
     print(f"{len(paths)} models fingerprinted in {time.time() - t:.0f} s")
     shares = diagonal_shares({n: f["with diagonals"] for n, f in feats.items()}, spec.K_TOKENS)
     print(f"share of each term's squared norm on its diagonal (M_a, M_b, M_f; 1/k = {1 / spec.K_TOKENS:.3f}):")

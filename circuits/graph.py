@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from circuits.projection import load_projection
 from circuits.spec import CircuitShape
+from fingerprint.spec import off_diagonal  # pure Python
 
 OPSET = 17
 OUTPUT = "terms"
@@ -153,8 +154,6 @@ def _off_diagonal(g: _Graph, M: str, k: int) -> str:
     by a Gather with constant indices. (Two Slices and Reshapes select the same entries, but ezkl
     23.0.5's gen_settings then gave 51,459 or 51,461 rows for one graph from run to run, and a
     verifier rebuilding the circuit must get the prover's settings exactly.)"""
-    from fingerprint.spec import off_diagonal
-
     return g.op("Gather", [M, g.const(off_diagonal(k))], axis=1)
 
 
@@ -172,7 +171,7 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     """An encoder circuit's ONNX model (see the module docstring): every layer's, or those of
     `part.layers` when the model's encoder is split by groups of layers (circuits.plan)."""
     s = part.shape
-    T, n = len(part.output_terms), s.k * (s.k - 1)
+    T, n = len(part.output_terms), len(off_diagonal(s.k))
     L = part.encoded_layers
     P = load_projection(s.k, s.m).reshape(s.m, 3, n)  # one projection for every layer
     io = part.committed_io()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fingerprint.spec import layer_length  # pure Python
 from zkfp.errors import ZkfpError
 
 ASSET = Path(__file__).resolve().parent.parent / "fingerprint" / "assets" / "encoder.safetensors"
@@ -28,8 +29,6 @@ def _load(path: str) -> np.ndarray | None:
 
 def load_projection(k: int, m: int, path: str | Path = ASSET) -> np.ndarray:
     """P (m × 3k(k−1)): the projection the spec's encoder applies to each layer's invariants."""
-    from fingerprint.spec import layer_length  # pure Python
-
     n = layer_length(k)
     P = _load(str(path))
     if P is None or P.shape != (m, n):

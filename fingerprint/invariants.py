@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from fingerprint.spec import off_diagonal
+
 Tensor = torch.Tensor
 
 
@@ -126,8 +128,6 @@ def zscored_terms(terms: Tensor) -> Tensor:
 def invariant_vector(terms: Tensor) -> Tensor:
     """(L, 3, k, k) terms → the spec's invariants: each term's off-diagonal entries (spec.off_diagonal),
     z-scored separately, length 3·L·k(k−1)."""
-    from fingerprint.spec import off_diagonal
-
     k = terms.shape[-1]
     idx = torch.tensor(off_diagonal(k))
     return torch.cat([zscore(t.reshape(-1)[idx]) for t in terms.reshape(-1, k, k)])
