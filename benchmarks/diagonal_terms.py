@@ -124,7 +124,7 @@ def summary(scores: list[tuple[float, str, str, bool]]) -> dict:
             "unrelated_mean_sd": [round(mu, 1), round(sd, 1)],
             "related_at_or_below_unrelated_max": int((rs <= us.max()).sum()),
             "heavy_cpt_min": round(min(heavy), 1) if heavy else None,
-            "rule": rule(float(rs.min()), float(us.max()), mu, sd)}
+            "rule": rule(float(rs.min()), float(us.max()), mu, sd, "invariants")}  # a fingerprint basis: no floor
 
 
 def main(argv=None) -> int:

@@ -1,8 +1,10 @@
 """Evaluation zoo for the fingerprint: related vs unrelated tiny models with a trained BPE vocabulary.
 
     python benchmarks/fingerprint_zoo.py [--zoo DIR] [--out benchmarks/results/fingerprint_zoo.json] [--images docs/images]
+        [--families llama gpt2 llama-tied]
 
-The models come from `benchmarks/zoo_build.py` (cached under --zoo): per family (llama, gpt2)
+The models come from `benchmarks/zoo_build.py` (cached under --zoo): per family (llama, gpt2,
+and on request llama-tied, Llamas whose output head is the embedding)
 four seed twins trained on the same text with a 4,096-token BPE trained on that text, so the
 spec's selected rows are trained; offspring of twin 0 (fine-tunes, LoRA, pruning, int8,
 the function-preserving disguises, and the structural derivations: vocabulary extension,
@@ -105,13 +107,14 @@ def _weights(published: str, suspect: str) -> dict:
     return compare_weights(published, suspect)
 
 
-def verdict(row: dict, spec_: dict, basis: str) -> str:
-    """A scored pair's verdict on `basis`; on the weights, the forms' and the gauge's together."""
+def verdict(row: dict, published, suspect, basis: str) -> str:
+    """A scored pair's verdict on `basis` (fingerprints `published`, `suspect`, as `zkfp compare`
+    judges them); on the weights, the forms' and the gauge's together."""
     if basis == "weights":
         from fingerprint.weights import verdict as weights_verdict
 
-        return weights_verdict(row["weights"], row["gauge"], spec_["mlp"])
-    return C.verdicts(row[basis], C.thresholds(spec_, basis))[0]
+        return weights_verdict(row["weights"], row["gauge"], published.spec["mlp"])
+    return C.verdicts(row[basis], C.thresholds(published.spec, basis, C.tied(published.model, suspect.model)))[0]
 
 
 def evaluate(models: list[dict], feats: dict) -> dict:
@@ -124,7 +127,7 @@ def evaluate(models: list[dict], feats: dict) -> dict:
         for meth in METHODS:
             row[meth] = round(score(feats[a["name"]], feats[b["name"]], meth), 2)
         for basis in BASES:
-            row[f"verdict_{basis}"] = verdict(row, feats[a["name"]]["fp"].spec, basis)
+            row[f"verdict_{basis}"] = verdict(row, feats[a["name"]]["fp"], feats[b["name"]]["fp"], basis)
         pairs.append(row)
     summary = {}
     for fam in sorted({p["family"] for p in pairs}) + ["all"]:
@@ -136,7 +139,8 @@ def evaluate(models: list[dict], feats: dict) -> dict:
                  "n_unrelated": len(neg), "related_min": min(pos), "related_mean": float(np.mean(pos)),
                  "unrelated_max": max(neg), "unrelated_mean": float(np.mean(neg)), "unrelated_sd": float(np.std(neg))}
             if meth in CALIBRATED and fam != "all":
-                t = C.thresholds(next(feats[m["name"]]["fp"].spec for m in models if m["family"] == fam), meth)
+                fp = next(feats[m["name"]]["fp"] for m in models if m["family"] == fam)  # a family ties alike
+                t = C.thresholds(fp.spec, meth, C.tied(fp.model))
                 r["implied_fpr_at_related"] = C.implied_fpr(t["related"], r["unrelated_mean"], r["unrelated_sd"])
             if meth in BASES and fam != "all":
                 r["verdicts"] = {side: {v: sum(p[f"verdict_{meth}"] == v for p in sel if p["related"] == rel)
@@ -150,23 +154,31 @@ def calibrate(summary: dict) -> dict:
     """`rule` applied to each family's pairs in this zoo alone (the shipped thresholds apply it to
     this zoo's pairs pooled with other populations': benchmarks/null_populations.py)."""
     out = {}
-    for fam, kind in (("llama", "gated"), ("gpt2", "plain")):
+    for fam, kind in (("llama", "gated"), ("gpt2", "plain"), ("llama-tied", "gated, tied")):
         for basis in CALIBRATED:
             r = summary.get(f"{fam}/{basis}")
             if r is None:
                 continue
             out.setdefault(kind, {})[basis] = rule(r["related_min"], r["unrelated_max"], r["unrelated_mean"],
-                                                   r["unrelated_sd"])
+                                                   r["unrelated_sd"], basis)
     return out
 
 
-def rule(related_min: float, unrelated_max: float, mu: float, sd: float) -> dict:
+# The weights' bases keep a floor under `related`: siblings trained from one shared random
+# initialisation (benchmarks/shared_init.py; not derivatives, not in the pools) reach 43 on the
+# Llama gauge and 16 on its forms, far above the seed twins the pools hold. On the fingerprints
+# siblings score as seed twins, so the pools' unrelated pairs stand for them.
+RELATED_FLOOR = {"weights": 50.0, "gauge": 50.0}
+MARGIN = 5.0  # `related` stays this far above every unrelated pair seen
+
+
+def rule(related_min: float, unrelated_max: float, mu: float, sd: float, basis: str) -> dict:
     """Thresholds from related and unrelated pairs (null mean `mu`, sd `sd`):
-    `related` = the first multiple of 5 at or above the highest unrelated pair, the null mean + 4 sd
-    and 50 (a same-lineage verdict never rests on less than half the fingerprint); `unrelated` =
-    the first multiple of 5 at or above the null mean + 3 sd, but no higher than the last multiple
-    of 5 at or below the lowest related pair. Between them the verdict is inconclusive."""
-    related = 5.0 * math.ceil(max(unrelated_max, mu + 4 * sd, 50.0) / 5)
+    `related` = the first multiple of 5 at or above the highest unrelated pair + 5, the null mean
+    + 4 sd and, on the weights' bases, 50 (`RELATED_FLOOR`); `unrelated` = the first multiple of 5
+    at or above the null mean + 3 sd, but no higher than the last multiple of 5 at or below the
+    lowest related pair. Between them the verdict is inconclusive."""
+    related = 5.0 * math.ceil(max(unrelated_max + MARGIN, mu + 4 * sd, RELATED_FLOOR.get(basis, 0.0)) / 5)
     unrelated = min(5.0 * math.ceil((mu + 3 * sd) / 5), 5.0 * math.floor(related_min / 5))
     return {"related": related, "unrelated": min(unrelated, related - 5.0),
             "null_mean": round(mu, 1), "null_sd": round(sd, 1)}
@@ -186,7 +198,7 @@ def _print(res: dict) -> None:
         log(f"| {fam} | {meth} | {r['auc']:.3f} | {r['tpr_at_1pct_fpr']:.2f} | {r['related_min']:.1f} / "
             f"{r['related_mean']:.1f} | {r['unrelated_mean']:.1f} ± {r['unrelated_sd']:.1f} ({r['unrelated_max']:.1f}) "
             f"| {fpr} | {vr} | {vu} |")
-    for fam in ("llama", "gpt2"):
+    for fam in sorted({p["family"] for p in res["pairs"]}):
         log(f"\n{fam}: against root s0 (published), per method; * marks a wrong verdict on the invariants")
         log("| suspect | related | invariants | v | weights | gauge | huref | awm |")
         log("|---|---|---|---|---|---|---|---|")
@@ -226,15 +238,17 @@ def _save_images(out: Path, models: list[dict], feats: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from zoo_build import build_zoo
+    from zoo_build import FAMILIES, build_zoo
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default=str(Path(tempfile.gettempdir()) / "zkfp-fingerprint-zoo-bpe"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_zoo.json"))
     ap.add_argument("--images", default=str(ROOT / "docs" / "images"))
+    ap.add_argument("--families", nargs="+", default=["llama", "gpt2"], choices=sorted(FAMILIES),
+                    help="llama-tied: Llamas whose output head is tied to the embedding")
     args = ap.parse_args(argv)
     t0 = time.time()
-    models = build_zoo(Path(args.zoo))
+    models = build_zoo(Path(args.zoo), tuple(args.families))
     log(f"zoo ready: {len(models)} models ({time.time() - t0:.0f}s)")
     t1 = time.time()
     feats = fingerprint_all(models)

@@ -149,7 +149,7 @@ def summarise(pairs: list[dict], zoo_pairs: list[dict], families: tuple[str, ...
                            "unrelated_sd": round(float(np.std(pool_neg)), 1),
                            "unrelated_max": round(float(np.max(pool_neg)), 1), "related_min": float(np.min(pool_pos))},
                 "rule": rule(float(np.min(pool_pos)), float(np.max(pool_neg)), float(np.mean(pool_neg)),
-                             float(np.std(pool_neg))),
+                             float(np.std(pool_neg)), basis),
                 "shipped": C.THRESHOLDS[KIND[fam]][basis]}
     return out
 

@@ -8,7 +8,7 @@ weights twin 0 was trained from) and is trained as a root is, but otherwise: on 
 No sibling descends from twin 0's trained weights, so none is a derivative; what they share is
 the starting point, which the gauge (`fingerprint.weights`, step 5) reads. Each is scored
 against twin 0 and, for contrast, against twin 1 on every basis and baseline of
-`fingerprint_zoo.py`, with the weights' verdict at the shipped thresholds. The zoo's data (DIR,
+`fingerprint_zoo.py`, with the verdicts of zkfp's bases at the shipped thresholds. The zoo's data (DIR,
 built by `zoo_build.py`) is reused; siblings are cached under DIR/siblings.
 """
 
@@ -66,15 +66,16 @@ def main(argv=None) -> int:
     twins = [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam) for fam in Z.FAMILIES for s in (0, 1)]
     feats = F.fingerprint_all(siblings + twins)
     rows = []
-    print("| published | sibling | " + " | ".join(METHODS) + " | weights verdict |\n|" + "---|" * (len(METHODS) + 3))
+    print("| published | sibling | " + " | ".join(METHODS) + " | verdicts (" + " / ".join(F.BASES) + ") |\n|"
+          + "---|" * (len(METHODS) + 3))
     for sib in siblings:
         for twin in (t for t in twins if t["family"] == sib["family"]):
             row = {"published": twin["name"], "suspect": sib["name"]}
             row.update({m: round(F.score(feats[twin["name"]], feats[sib["name"]], m), 1) for m in METHODS})
-            row["verdict_weights"] = F.verdict(row, feats[twin["name"]]["fp"].spec, "weights")
+            row.update({f"verdict_{b}": F.verdict(row, feats[twin["name"]]["fp"], feats[sib["name"]]["fp"], b) for b in F.BASES})
             rows.append(row)
             print(f"| {twin['name']} | {sib['name']} | " + " | ".join(f"{row[m]:.1f}" for m in METHODS)
-                  + f" | {row['verdict_weights']} |")
+                  + " | " + " / ".join(row[f"verdict_{b}"] for b in F.BASES) + " |")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -1,6 +1,6 @@
 """Evaluation zoo with a trained 4096-token vocabulary and structural derivations (llama, gpt2).
 
-    python benchmarks/zoo_build.py --zoo DIR [--families llama gpt2] [--analyze]
+    python benchmarks/zoo_build.py --zoo DIR [--families llama gpt2 llama-tied] [--analyze]
 
 Text: `zkfp.zoo.corpus.generate_wide` (a pseudo-language of ~26k words). A byte-level BPE of 4096
 ids is trained on the base text and stored once in DIR/tokenizer; the training streams are
@@ -14,6 +14,9 @@ MLP width pruning, GQA → MHA, a merge of two fine-tunes, 5× continued pretrai
 disguise); and the structural children of twin s1, to check that the same derivation applied
 to an unrelated model stays unrelated. Every model is a transformers checkpoint with its
 tokenizer and a zoo.json (kind, root, losses, seconds); models already built are skipped.
+The families are llama (its own output head) and gpt2 (head tied to the embedding), as
+transformers configures them, and on request llama-tied (the same Llamas with the head tied; the
+Tall disguise unties it, as it does GPT-2's).
 
 `--analyze` adds per-layer invariant-term similarities over all layers (the current
 fingerprint code, spec tokens for vocab 4096), with the token rows as the spec takes them and
@@ -43,7 +46,13 @@ from fingerprint import disguise, lineage  # noqa: E402
 
 VOCAB = 4096
 SHAPE = dict(hidden=64, layers=4, heads=4, vocab=VOCAB)
-FAMILIES = {"llama": dict(SHAPE, kv_heads=2), "gpt2": dict(SHAPE)}
+FAMILIES = {"llama": dict(SHAPE, kv_heads=2), "gpt2": dict(SHAPE),
+            "llama-tied": dict(SHAPE, kv_heads=2, tied=True)}  # output head tied to the embedding (opt-in)
+
+
+def arch(fam: str) -> str:
+    """The transformers family a zoo family builds (llama-tied is a llama)."""
+    return fam.removesuffix("-tied")
 ROOT_SEEDS = (0, 1, 2, 3)
 ROOT_STEPS, ROOT_LR = 600, 3e-3
 CHILD_STEPS, CHILD_LR = 150, 1e-3  # fine-tunes and healing
@@ -166,7 +175,7 @@ def _recipes(fam: str, data: Data) -> dict:
         "width-prune": (lambda m: heal(lineage.width_prune(m, 0.25)), "base"),
         "heavy-cpt": (lambda m: _train(m, data.other, HEAVY_STEPS, CHILD_LR, 17), "other"),
     }
-    if fam == "llama":
+    if arch(fam) == "llama":
         r["gqa-to-mha"] = (lineage.gqa_to_mha, "base")
     return r
 
@@ -212,7 +221,7 @@ def build_zoo(zdir: Path, families=("llama", "gpt2")) -> list[dict]:
         kw = FAMILIES[fam]
         for seed in ROOT_SEEDS:
             make(f"{fam}-s{seed}", fam, f"{fam}-s{seed}", "root",
-                 lambda _m, s=seed: _train(build(fam, seed=s, **kw), data.base, ROOT_STEPS, ROOT_LR, s), "base")
+                 lambda _m, s=seed: _train(build(arch(fam), seed=s, **kw), data.base, ROOT_STEPS, ROOT_LR, s), "base")
         recipes = _recipes(fam, data)
         s0 = zdir / f"{fam}-s0"
         for kind, (fn, own) in recipes.items():
@@ -220,7 +229,7 @@ def build_zoo(zdir: Path, families=("llama", "gpt2")) -> list[dict]:
         make(f"{fam}-s0-merge", fam, f"{fam}-s0", "merge",
              lambda _m: lineage.merge(*(AutoModelForCausalLM.from_pretrained(zdir / f"{fam}-s0-{k}").float()
                                         for k in ("cpt", "ft-b"))), "other")
-        ts = disguise.LLAMA_TRANSFORMS if fam == "llama" else disguise.GPT2_TRANSFORMS
+        ts = disguise.LLAMA_TRANSFORMS if arch(fam) == "llama" else disguise.GPT2_TRANSFORMS
 
         def tall(m):
             child = disguise.apply(m, ts, seed=22)

@@ -197,6 +197,9 @@ def _identify(args: argparse.Namespace) -> int:
             print(f"{'':>4}  note: {m.note}")
     if len(ident.matches) > args.top:
         print(f"  … {len(ident.matches) - args.top} more (--top N, or --json for all)")
+    compared = sum(m.similarity is not None for m in ident.matches)
+    print(f"  were all {compared} compared entries unrelated to the suspect, the implied chance that one is still "
+          f"called same-lineage: ≤ {ident.false_positive_bound():.1e}")
     undecided = next((m.name for m in ident.matches[: args.top]
                       if m.verdict == "inconclusive" and m.basis != "weights"), None)
     if undecided and ident.fingerprinted:

@@ -69,6 +69,7 @@ def _apply_llama(model, T: set, gen):
     d, H, KV = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
     hd = getattr(cfg, "head_dim", None) or d // H
     layers = model.model.layers
+    _untie(model)
     embed, lm_head = model.model.embed_tokens.weight, model.lm_head.weight
 
     if "T6" in T or "T2" in T:
@@ -243,8 +244,10 @@ def _apply_gpt2(model, T: set, gen):
 
 
 def _untie(model):
-    if model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr():
-        model.lm_head.weight = torch.nn.Parameter(model.transformer.wte.weight.detach().clone())
+    """Give a tied output head its own copy of the embedding: the disguises move the two differently."""
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head.weight.data_ptr() == embedding.weight.data_ptr():
+        head.weight = torch.nn.Parameter(embedding.weight.detach().clone())
     model.config.tie_word_embeddings = False
     if hasattr(model.config, "tie_embeddings"):
         model.config.tie_embeddings = False

@@ -89,7 +89,8 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
         v=[float(x) for x in v],
         invariants=[float(x) for x in z],
         model={"family": src.arch.family.name, "source": src.kind, "vocab": vocab,
-               "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads},
+               "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads,
+               "tied_embeddings": src.arch.tied_embeddings},
         tokens=token_strings.strings_of(path, token_ids),
     )
     return (fp, terms) if with_terms else fp

@@ -124,7 +124,8 @@ def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:
             **({} if b.tokens is None else {"tokens": list(b.tokens)}),
             "v": list(b.v if v is None else v),
             "model": {"proof_bundle": Path(path).name, "commitment_digest": b.commitment_digest,
-                      "release_files": b.release_files}}
+                      "release_files": b.release_files,
+                      **({} if b.tied_embeddings is None else {"tied_embeddings": b.tied_embeddings})}}
 
 
 def _finite_list(x, n: int) -> bool:

@@ -23,6 +23,7 @@ text (README, "Fingerprints").
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,13 @@ class Match:
     suspect_key: int | None = None      # which of the suspect's fingerprints it was compared with
     reason: str | None = None
     note: str | None = None             # how it was scored where that is not plain (renumbered tokens, a release)
+    false_positive_rate: float = 0.0    # implied at its basis' `related` (compare.implied_fpr); 0 if not compared
 
     def to_json(self) -> dict:
         return {"name": self.name, "similarity": None if self.similarity is None else round(self.similarity, 4),
                 "basis": self.basis, "verdict": self.verdict, "proven": self.proven, "srs_kind": self.srs_kind,
-                "commitment_digest": self.commitment_digest, "reason": self.reason, "note": self.note}
+                "commitment_digest": self.commitment_digest, "reason": self.reason, "note": self.note,
+                "false_positive_rate": self.false_positive_rate}
 
 
 @dataclass
@@ -65,9 +68,16 @@ class Identification:
     suspect_fps: list[Fingerprint] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)   # best first; not comparable last
 
+    def false_positive_bound(self) -> float:
+        """The implied chance that some compared entry, were every one unrelated to the suspect, would
+        still be called same-lineage: at most the sum of their rates (a union bound). Each comparison
+        is a test, so a large registry spends more of the false-positive rate than one `compare`."""
+        return min(1.0, sum(m.false_positive_rate for m in self.matches))
+
     def to_json(self) -> dict:
         return {"suspect": self.suspect, "fingerprinted": self.fingerprinted,
-                "token_lists": len(self.suspect_fps), "matches": [m.to_json() for m in self.matches]}
+                "token_lists": len(self.suspect_fps), "false_positive_bound": self.false_positive_bound(),
+                "matches": [m.to_json() for m in self.matches]}
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
@@ -169,18 +179,21 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         sim[rows] = scores(group.invariants, fp.layer_invariants())
         basis[rows] = "invariants"
     note = RENUMBERED if list(fp.token_ids) != list(group.token_ids) else None
+    tied = np.array([C.tied(e.model, fp.model) for e in group.entries], dtype=bool)
     out = []
-    for b in ("invariants", "v"):
-        idx = np.flatnonzero(basis == b)
+    for b, t_ in itertools.product(("invariants", "v"), (False, True)):
+        idx = np.flatnonzero((basis == b) & (tied == t_))
         if not len(idx):
             continue
-        t = C.thresholds(group.spec, b)
+        t = C.thresholds(group.spec, b, t_)
         verdicts, z = C.verdicts(sim[idx], t), C.null_z(sim[idx], t)
+        fpr = C.implied_fpr(t["related"], t["null_mean"], t["null_sd"])
         for j, i in enumerate(idx):
             e = group.entries[i]
             out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,
                              commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
-                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key, note=note))
+                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key, note=note,
+                             false_positive_rate=fpr))
     return out
 
 
@@ -210,6 +223,7 @@ def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect:
     t = C.thresholds({"mlp": result["mlp"]}, "weights")
     match.similarity, match.basis, match.verdict = result["similarity"], "weights", result["verdict"]
     match.z, match.reason = float(C.null_z(result["similarity"], t)), None
+    match.false_positive_rate = result["false_positive_rate"]
     if result["verdict"] != result["forms_verdict"]:
         gauge = f"same-lineage by the gauge of W_q, W_k ({result['gauge']:.1f} ≥ {result['gauge_related']})"
         match.note = gauge if match.note is None else f"{match.note}; {gauge}"

@@ -123,7 +123,7 @@ def prove(release_dir, out_dir, srs=None, dev_srs: bool = False, progress: bool 
                 v=v, srs_sha256=info.sha256, release_files=release_files, float_cosine=cos,
                 png_sha256=sha256_file(tmp / bundle_format.PNG),
                 spec=fspec.spec_dict(layers=len(shape.layers), k=shape.k, m=shape.m, mlp=shape.mlp),
-                tokens=token_strings.strings_of(release_dir, token_ids))
+                tokens=token_strings.strings_of(release_dir, token_ids), tied_embeddings=rel.arch.tied_embeddings)
         shutil.rmtree(work, ignore_errors=True)
     timings.update(cosine=cos, chunks=len(plan.chunks), circuits=len(plan.parts), total_s=time.perf_counter() - start,
                    chunk_costs={c.name: results[c.name].get("cost") for c in plan.chunks},

@@ -146,3 +146,36 @@ def test_thresholds_follow_the_published_models_mlp_kind():
     assert C.thresholds(plain, "v") == C.THRESHOLDS["plain"]["v"]
     assert C.verdicts(np.array([60.0]), C.thresholds(gated, "invariants")) == ["same-lineage"]
     assert C.verdicts(np.array([60.0]), C.thresholds(plain, "invariants")) == ["inconclusive"]
+
+
+def test_a_tied_head_on_either_side_takes_the_plain_thresholds_on_the_fingerprints():
+    from fingerprint import spec
+    from fingerprint.fpjson import Fingerprint
+
+    gated = spec.spec_dict(layers=2)
+    g = np.random.default_rng(0)
+
+    def fp(tied):
+        model = {} if tied is None else {"tied_embeddings": tied}
+        return Fingerprint(spec=gated, token_ids=spec.select_tokens(4096), v=list(g.standard_normal(2 * spec.M_DIM)),
+                           model=model)
+
+    untied, tied, unknown = fp(False), fp(True), fp(None)
+    for a, b in ((untied, untied), (untied, unknown), (unknown, unknown)):
+        assert C.compare(a, b)["thresholds"]["related"] == C.THRESHOLDS["gated"]["v"]["related"]
+    for a, b in ((tied, untied), (untied, tied), (tied, unknown)):
+        assert C.compare(a, b)["thresholds"]["related"] == C.THRESHOLDS["plain"]["v"]["related"]
+    # A score that is same-lineage between untied Llamas is not between tied ones (their twins reach 48).
+    assert C.verdicts(40.0, C.thresholds(gated, "invariants")) == ["same-lineage"]
+    assert C.verdicts(40.0, C.thresholds(gated, "invariants", tied=True)) == ["inconclusive"]
+    assert C.thresholds(gated, "weights", tied=True) == C.THRESHOLDS["gated"]["weights"]  # the weights: by MLP only
+
+
+def test_the_architecture_says_whether_the_head_is_tied_as_transformers_would():
+    from zkfp.architectures import detect
+
+    llama = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "intermediate_size": 128, "vocab_size": 512, "hidden_act": "silu"}
+    gpt2 = {"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "vocab_size": 512}
+    assert not detect(llama).tied_embeddings and detect(dict(llama, tie_word_embeddings=True)).tied_embeddings
+    assert detect(gpt2).tied_embeddings and not detect(dict(gpt2, tie_word_embeddings=False)).tied_embeddings

@@ -214,6 +214,10 @@ def test_missing_tensor_and_unsupported_architecture_are_clear_errors(llama, tmp
         E.extract(other)
 
 
+def test_a_fingerprint_records_whether_the_model_ties_its_head(llama, gpt2):
+    assert E.extract(llama).model["tied_embeddings"] is False and E.extract(gpt2).model["tied_embeddings"] is True
+
+
 def test_cli_fingerprint_and_compare(llama, gpt2, tmp_path):
     run = lambda *a: subprocess.run([sys.executable, "-m", "zkfp.cli", *a], capture_output=True, text=True)  # noqa: E731
     r = run("fingerprint", str(llama), "--out", str(tmp_path / "a.json"), "--image", str(tmp_path / "a.png"))

@@ -404,6 +404,42 @@ def test_identify_ranks_every_entry_as_compare_would(tmp_path):
     assert [m["name"] for m in out["matches"]] == [m.name for m in ident.matches]
 
 
+def test_identify_judges_an_entry_that_ties_its_head_by_the_plain_thresholds(tmp_path):
+    from dataclasses import replace
+
+    from fingerprint.identify import identify
+
+    base = synthetic(1)
+    tied = replace(synthetic(3, like=base, noise=1.0), model={"family": "synthetic", "tied_embeddings": True})
+    reg = _registry_of(tmp_path, {"untied": synthetic(2, like=base, noise=1.0), "tied": tied})
+    save(base, tmp_path / "suspect.json")
+    with Registry(reg, create=False) as db:
+        by_name = {m.name: m for m in identify(tmp_path / "suspect.json", db).matches}
+    assert all(60 < m.similarity < 80 and m.basis == "invariants" for m in by_name.values())
+    assert (by_name["untied"].verdict, by_name["tied"].verdict) == ("same-lineage", "inconclusive")
+    assert by_name["tied"].verdict == compare(tied, base)["verdict"]
+
+
+def test_identify_bounds_the_false_positive_rate_over_every_compared_entry(tmp_path):
+    from fingerprint.identify import identify
+
+    fps = {f"stranger-{i}": synthetic(10 + i, invariants=i % 2 == 0) for i in range(6)}
+    fps["other-tokens"] = synthetic(5, token_ids=spec.select_tokens(4096, salt="other"))
+    reg = _registry_of(tmp_path, fps)
+    save(synthetic(6), tmp_path / "suspect.json")
+    with Registry(reg, create=False) as db:
+        ident = identify(tmp_path / "suspect.json", db)
+    per_entry = {m.name: m.false_positive_rate for m in ident.matches}
+    for name, fp in fps.items():  # each entry spends its basis' rate; one not compared spends none
+        expected = 0.0 if name == "other-tokens" else compare(fp, synthetic(6))["false_positive_rate"]
+        assert per_entry[name] == pytest.approx(expected)
+    assert ident.false_positive_bound() == pytest.approx(sum(per_entry.values())) and ident.false_positive_bound() > 0
+    out = zkfp("identify", tmp_path / "suspect.json", "--registry", reg)
+    assert f"≤ {ident.false_positive_bound():.1e}" in out.stdout and "all 6 compared entries" in out.stdout
+    assert json.loads(zkfp("identify", tmp_path / "suspect.json", "--registry", reg, "--json").stdout)[
+        "false_positive_bound"] == pytest.approx(ident.false_positive_bound())
+
+
 def test_identify_fingerprints_a_model_once_per_registered_token_list(llama, extended, tmp_path, monkeypatch):
     from fingerprint import extract as E
     from fingerprint.identify import identify
@@ -458,6 +494,7 @@ def test_html_report_shows_the_suspect_beside_its_best_matches_in_a_browser(tmp_
     dom = subprocess.run([*chrome, "--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
     assert dom.count('src="data:image/png;base64,') == 3  # the suspect and both matches
     assert "base &lt;model&gt;" in dom and "same-lineage" in dom and "unrelated" in dom
+    assert "the implied chance that one is still called same-lineage is at most" in dom
     shot = tmp_path / "shot.png"
     subprocess.run([*chrome, "--window-size=1400,1000", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)

@@ -76,6 +76,7 @@ class Bundle:
     release_files: dict
     float_cosine: float
     tokens: tuple[str, ...] | None = None  # the token strings of token_ids: not proven (fingerprint.tokens)
+    tied_embeddings: bool | None = None    # the release's config said so: not proven (which thresholds apply)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -109,6 +110,13 @@ def _tokens(model: dict) -> tuple[str, ...] | None:
     return tuple(tokens)
 
 
+def _tied(model: dict) -> bool | None:
+    tied = model.get("tied_embeddings")
+    if tied is not None and not isinstance(tied, bool):
+        raise BundleError("manifest.json is malformed: model.tied_embeddings must be true or false")
+    return tied
+
+
 def read_bundle(path: str | Path) -> Bundle:
     """Parse a bundle folder; a missing, truncated or malformed part raises BundleError naming it."""
     path = Path(path)
@@ -136,7 +144,8 @@ def read_bundle(path: str | Path) -> Bundle:
             logrows=int(m["circuit"]["logrows"]), chunk_rows=int(m["circuit"]["chunk_rows"]), proofs=proofs, commitment_digest=str(m["commitment_digest"]),
             v=tuple(float(x) for x in m["v"]), png_sha256=str(m["png"]["sha256"]),
             srs_sha256=str(m["srs"]["sha256"]), release_files=dict(m["release"]["files"]),
-            float_cosine=float(m.get("float_cosine", "nan")), tokens=_tokens(m["model"]))
+            float_cosine=float(m.get("float_cosine", "nan")), tokens=_tokens(m["model"]),
+            tied_embeddings=_tied(m["model"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BundleError(f"manifest.json is malformed: {type(exc).__name__} {exc}") from None
     if not proofs:
@@ -154,14 +163,15 @@ def write_manifest(folder: Path, *, ezkl_version: str, family: str, vocab: int, 
                    circuit_key: str, logrows: int, chunk_rows: int, proofs: list[ProofEntry],
                    release_commitments, v, srs_sha256: str,
                    release_files: dict, float_cosine: float, png_sha256: str, spec: dict,
-                   tokens: list[str] | None = None) -> None:
+                   tokens: list[str] | None = None, tied_embeddings: bool | None = None) -> None:
     write_json(folder / MANIFEST, {
         "format": FORMAT,
         "format_version": VERSION,
         "ezkl_version": ezkl_version,
         "fingerprint_spec": spec,   # informational: the verifier uses its own pinned spec
         "model": {"family": family, "vocab": vocab, "token_ids": list(token_ids),
-                  "tokens": tokens},  # unproven: which tokens the ids are, for suspects that renumber them
+                  "tokens": tokens,  # unproven: which tokens the ids are, for suspects that renumber them
+                  "tied_embeddings": tied_embeddings},  # unproven: which calibrated thresholds apply
         "circuit": {"key": circuit_key, "shape": shape_json, "logrows": logrows, "chunk_rows": chunk_rows},
         "proofs": [{"name": p.name, "proof": p.proof, "vk": p.vk, "settings": p.settings, "sha256": p.sha256,
                     "inputs": [{"name": n, "points": pts} for n, pts in p.inputs],

@@ -44,6 +44,7 @@ class Family:
     up: str
     down: str
     conv1d: bool = False  # GPT-2 stores (in, out)
+    tied_by_default: bool = False  # transformers' default for `tie_word_embeddings` in this family's config
 
 
 LLAMA = Family(
@@ -60,7 +61,7 @@ GPT2 = Family(
     causal=True, mlp="plain", norm="layer", pre_norm=True, base_prefixes=("transformer.", ""),
     embed="wte.weight", final_norm="ln_f", layer="h.{i}.", attn_norm="ln_1", mlp_norm="ln_2",
     q=None, k=None, v=None, qkv="attn.c_attn", o="attn.c_proj",
-    gate=None, up="mlp.c_fc", down="mlp.c_proj", conv1d=True,
+    gate=None, up="mlp.c_fc", down="mlp.c_proj", conv1d=True, tied_by_default=True,
 )
 GPT_NEOX = Family(
     name="gpt_neox", model_types=("gpt_neox",), architectures=("GPTNeoXForCausalLM",),
@@ -76,7 +77,7 @@ BERT = Family(
     embed="embeddings.word_embeddings.weight", final_norm=None, layer="encoder.layer.{i}.",
     attn_norm="attention.output.LayerNorm", mlp_norm="output.LayerNorm",
     q="attention.self.query", k="attention.self.key", v="attention.self.value", qkv=None,
-    o="attention.output.dense", gate=None, up="intermediate.dense", down="output.dense",
+    o="attention.output.dense", gate=None, up="intermediate.dense", down="output.dense", tied_by_default=True,
 )
 FAMILIES = (LLAMA, GPT2, GPT_NEOX, BERT)
 CAUSAL_FAMILIES = tuple(f for f in FAMILIES if f.causal)
@@ -99,6 +100,7 @@ class Architecture:
     dims: Dims
     activation: Literal["silu", "gelu", "gelu_tanh"]
     norm_eps: float
+    tied_embeddings: bool = False  # the output head is the input embedding (config `tie_word_embeddings`)
 
 
 _ACTIVATIONS = {
@@ -132,7 +134,8 @@ def detect(config: dict, families: tuple[Family, ...] = FAMILIES) -> Architectur
     if family.mlp == "gated" and activation != "silu":
         raise UnsupportedArchitecture(f"gated MLP with activation {act_name!r} is not supported (only SiLU)")
     eps = config.get("rms_norm_eps") or config.get("layer_norm_eps") or config.get("layer_norm_epsilon") or 1e-5
-    return Architecture(family=family, dims=dims, activation=activation, norm_eps=float(eps))
+    tied = bool(config.get("tie_word_embeddings", family.tied_by_default))
+    return Architecture(family=family, dims=dims, activation=activation, norm_eps=float(eps), tied_embeddings=tied)
 
 
 def _dims(family: Family, c: dict) -> Dims:

@@ -13,8 +13,10 @@ FAMILIES = ("llama", "mistral", "qwen2", "gpt2", "gpt_neox", "bert")
 
 
 def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
-                intermediate: int | None = None, vocab: int = VOCAB_SIZE, max_positions: int = 256):
-    """A transformers config of the given family at toy size (GQA where the family has it)."""
+                intermediate: int | None = None, vocab: int = VOCAB_SIZE, max_positions: int = 256,
+                tied: bool | None = None):
+    """A transformers config of the given family at toy size (GQA where the family has it); `tied`
+    ties the output head to the embedding (None: as GPT-2 and BERT do, the others not)."""
     from transformers import (BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
                               Qwen2Config)
 
@@ -22,15 +24,15 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
         cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[family]
         return cls(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate or int(hidden * 8 / 3),
                    num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                   max_position_embeddings=max_positions, tie_word_embeddings=False, bos_token_id=0, eos_token_id=0)
+                   max_position_embeddings=max_positions, tie_word_embeddings=bool(tied), bos_token_id=0, eos_token_id=0)
     if family == "gpt2":
         return GPT2Config(vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads, n_inner=intermediate,
-                          n_positions=max_positions, bos_token_id=0, eos_token_id=0, tie_word_embeddings=True)
+                          n_positions=max_positions, bos_token_id=0, eos_token_id=0, tie_word_embeddings=tied is not False)
     if family == "gpt_neox":
         return GPTNeoXConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                              num_attention_heads=heads, intermediate_size=intermediate or 4 * hidden,
                              max_position_embeddings=max_positions, bos_token_id=0, eos_token_id=0,
-                             tie_word_embeddings=False)
+                             tie_word_embeddings=bool(tied))
     if family == "bert":
         return BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                           intermediate_size=intermediate or 4 * hidden, max_position_embeddings=max_positions)
