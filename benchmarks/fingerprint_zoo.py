@@ -113,7 +113,7 @@ def verdict(row: dict, published, suspect, basis: str) -> str:
     if basis == "weights":
         from fingerprint.weights import verdict as weights_verdict
 
-        return weights_verdict(row["weights"], row["gauge"], published.spec["mlp"])
+        return weights_verdict(row["weights"], row["gauge"], published.spec["mlp"], C.tied(published.model, suspect.model))
     return C.verdicts(row[basis], C.thresholds(published.spec, basis, C.tied(published.model, suspect.model)))[0]
 
 
@@ -154,7 +154,7 @@ def calibrate(summary: dict) -> dict:
     """`rule` applied to each family's pairs in this zoo alone (the shipped thresholds apply it to
     this zoo's pairs pooled with other populations': benchmarks/null_populations.py)."""
     out = {}
-    for fam, kind in (("llama", "gated"), ("gpt2", "plain"), ("llama-tied", "gated, tied")):
+    for fam, kind in (("llama", "gated"), ("gpt2", "plain"), ("llama-tied", "gated-tied")):
         for basis in CALIBRATED:
             r = summary.get(f"{fam}/{basis}")
             if r is None:
@@ -238,13 +238,13 @@ def _save_images(out: Path, models: list[dict], feats: dict) -> None:
 
 
 def main(argv=None) -> int:
-    from zoo_build import FAMILIES, build_zoo
+    from zoo_build import DEFAULT_FAMILIES, FAMILIES, build_zoo
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", default=str(Path(tempfile.gettempdir()) / "zkfp-fingerprint-zoo-bpe"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_zoo.json"))
     ap.add_argument("--images", default=str(ROOT / "docs" / "images"))
-    ap.add_argument("--families", nargs="+", default=["llama", "gpt2"], choices=sorted(FAMILIES),
+    ap.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=sorted(FAMILIES),
                     help="llama-tied: Llamas whose output head is tied to the embedding")
     args = ap.parse_args(argv)
     t0 = time.time()

@@ -40,7 +40,8 @@ def build_siblings(zdir: Path) -> list[dict]:
     data, out = Z.Data(zdir), zdir / "siblings"
     tokenizer = as_transformers(data.tok)
     models = []
-    for fam, shape in Z.FAMILIES.items():
+    for fam in Z.DEFAULT_FAMILIES:
+        shape = Z.FAMILIES[fam]
         for kind, (stream, steps, order_seed) in SIBLINGS.items():
             path = out / f"{fam}-s0-{kind}"
             if not (path / "config.json").is_file():
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     zdir = Path(args.zoo)
     siblings = build_siblings(zdir)
-    twins = [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam) for fam in Z.FAMILIES for s in (0, 1)]
+    twins = [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam) for fam in Z.DEFAULT_FAMILIES for s in (0, 1)]
     feats = F.fingerprint_all(siblings + twins)
     rows = []
     print("| published | sibling | " + " | ".join(METHODS) + " | verdicts (" + " / ".join(F.BASES) + ") |\n|"

@@ -37,7 +37,7 @@ def flipped_twins(zdir: Path) -> list[dict]:
     data, out = Z.Data(zdir), zdir / "tied-heads"
     tokenizer = as_transformers(data.tok)
     models = []
-    for fam in Z.FAMILIES:
+    for fam in Z.DEFAULT_FAMILIES:
         tie = fam != "gpt2"  # the other choice than the zoo's
         for seed in SEEDS:
             path = out / f"{fam}-{'tied' if tie else 'untied'}-s{seed}"
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     zdir = Path(args.zoo)
     models = flipped_twins(zdir) + [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam)
-                                    for fam in Z.FAMILIES for s in SEEDS]
+                                    for fam in Z.DEFAULT_FAMILIES for s in SEEDS]
     feats = F.fingerprint_all(models)
     rows = []
     print("| published | suspect | " + " | ".join(METHODS) + " | verdicts (" + " / ".join(F.BASES) + ") |\n|"

@@ -48,6 +48,7 @@ VOCAB = 4096
 SHAPE = dict(hidden=64, layers=4, heads=4, vocab=VOCAB)
 FAMILIES = {"llama": dict(SHAPE, kv_heads=2), "gpt2": dict(SHAPE),
             "llama-tied": dict(SHAPE, kv_heads=2, tied=True)}  # output head tied to the embedding (opt-in)
+DEFAULT_FAMILIES = ("llama", "gpt2")  # as transformers configures each: Llama's head its own, GPT-2's tied
 
 
 def arch(fam: str) -> str:
@@ -180,7 +181,7 @@ def _recipes(fam: str, data: Data) -> dict:
     return r
 
 
-def build_zoo(zdir: Path, families=("llama", "gpt2")) -> list[dict]:
+def build_zoo(zdir: Path, families=DEFAULT_FAMILIES) -> list[dict]:
     """Build (or reuse) the zoo under `zdir`; one dict per model: name, path, family, root, kind,
     plus layers, vocab, intermediate, val_loss (base text), own_loss (its last training text), seconds."""
     from transformers import AutoModelForCausalLM
@@ -378,7 +379,7 @@ def _table(models: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", required=True)
-    ap.add_argument("--families", nargs="+", default=["llama", "gpt2"], choices=sorted(FAMILIES))
+    ap.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=sorted(FAMILIES))
     ap.add_argument("--analyze", action="store_true", help="also write analysis.json / analysis.md")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -124,7 +124,8 @@ def _compare(args: argparse.Namespace) -> int:
         print(f"  {len(lay['aligned'])} of the published model's {lay['published']} layers matched in the suspect's "
               f"{lay['suspect']}: " + ", ".join(f"{i}→{j} ({s:.0f})" for i, j, s in lay["aligned"]))
         print(f"  thresholds: same-lineage ≥ {result['thresholds']['related']}, unrelated ≤ "
-              f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}")
+              f"{result['thresholds']['unrelated']}; implied false-positive rate {result['false_positive_rate']:.1e}"
+              + (" (a side ties its output head to the embedding: the tied thresholds)" if result.get("tied") else ""))
         if result.get("same_tokens") is False:
             print("  warning: the suspect's tokens at these ids are not the published ones (another vocabulary), "
                   "so rows of different tokens were compared")

@@ -53,6 +53,16 @@ THRESHOLDS = {
               "v": {"related": 85.0, "unrelated": 25.0, "null_mean": 36.4, "null_sd": 12.1},
               "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.6, "null_sd": 4.0}},
+    # Gated MLP with the output head tied to the embedding (Llama-3.2-1B, Qwen2-0.5B, SmolLM2). One
+    # zoo of such Llamas (zoo_build.py --families llama-tied) puts their seed twins at 46.2 ± 6.4 (max
+    # 67.8) / 46.9 ± 5.5 (65.2) on the fingerprints, as GPT-2's: one population is too few to set
+    # thresholds of their own (the plain pool's nulls moved by 8 with depth), so the fingerprints
+    # take the plain ones, calibrated on tied GPT-2s; the weights and gauge are the rule's output on
+    # that zoo (its twins' gauge reaches 42.4, so `related` 55).
+    "gated-tied": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 46.2, "null_sd": 6.4},
+                   "v": {"related": 85.0, "unrelated": 25.0, "null_mean": 46.9, "null_sd": 5.5},
+                   "weights": {"related": 50.0, "unrelated": 10.0, "null_mean": 4.3, "null_sd": 0.7},
+                   "gauge": {"related": 55.0, "unrelated": 20.0, "null_mean": 32.0, "null_sd": 5.4}},
 }
 SPEC_KEYS = ("version", "k", "m", "encoder")  # what two comparable fingerprints share (depth, MLP may differ)
 
@@ -132,13 +142,13 @@ def alignment(S: np.ndarray) -> list[tuple[int, int]]:
 
 
 def thresholds(spec: dict, basis: str, tied: bool = False) -> dict:
-    """The calibrated thresholds for a published fingerprint's spec (its MLP kind) and a basis.
-    The gated ones were calibrated on models with an output head of their own (the Llama zoo).
-    Seed twins that tie the head to the embedding look alike on the fingerprints whatever their
-    MLP (Llama twins trained tied: 38-48 on the invariants, untied 8-10; README), as GPT-2's do,
-    so on the fingerprints a `tied` comparison takes the plain ones, calibrated on tied GPT-2s."""
-    kind = "plain" if tied and basis in ("invariants", "v") else spec.get("mlp", "gated")
-    return THRESHOLDS[kind][basis]
+    """The calibrated thresholds for a published fingerprint's spec (its MLP kind), whether a side
+    ties its output head to the embedding (`tied`), and a basis. The gated ones were calibrated on
+    Llamas with a head of their own; seed twins with a tied head look alike on the fingerprints
+    whatever their MLP (Llama twins: 38-59 tied, 8-10 untied; README), so tied gated models have
+    thresholds of their own ("gated-tied")."""
+    kind = spec.get("mlp", "gated")
+    return THRESHOLDS["gated-tied" if kind == "gated" and tied else kind][basis]
 
 
 def tied(*models: dict) -> bool:
@@ -200,7 +210,8 @@ def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
         basis, S = "invariants", layer_similarities(published.layer_invariants(), suspect.layer_invariants())
     else:
         basis, S = "v", S_v
-    return {**scored(S, basis, thresholds(published.spec, basis, tied(published.model, suspect.model))),
+    tied_ = tied(published.model, suspect.model)
+    return {**scored(S, basis, thresholds(published.spec, basis, tied_)), "tied": tied_,
             "v_similarity": round(float(aligned_scores(S_v[None])[0]), 4),
             "renumbered": list(published.token_ids) != list(suspect.token_ids),  # same tokens at other ids
             # whether both read the same token strings (None: a side does not know its strings)

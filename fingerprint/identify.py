@@ -220,7 +220,7 @@ def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect:
         raise FingerprintError(f"{release} is not the release registered as {entry.name!r}: its fingerprint on the "
                                "entry's token ids differs from the registered one")
     result = compare_weights(release, suspect)
-    t = C.thresholds({"mlp": result["mlp"]}, "weights")
+    t = C.thresholds({"mlp": result["mlp"]}, "weights", result["tied"])
     match.similarity, match.basis, match.verdict = result["similarity"], "weights", result["verdict"]
     match.z, match.reason = float(C.null_z(result["similarity"], t)), None
     match.false_positive_rate = result["false_positive_rate"]

@@ -166,12 +166,12 @@ def gauge_score(published: list, suspect: list, aligned: list) -> float:
     return 100.0 * float(total) / math.sqrt(len(published) * len(suspect))
 
 
-def verdict(similarity: float, gauge: float, mlp: str) -> str:
+def verdict(similarity: float, gauge: float, mlp: str, tied: bool = False) -> str:
     """The weights' verdict: the forms' (two-sided: `weights` thresholds), made same-lineage when the
     gauge reaches its `related` threshold. One-sided: a disguise re-draws the gauge, so a low gauge
     says nothing, while an unrelated model does not share one (module docstring)."""
-    forms = C.verdicts(similarity, C.thresholds({"mlp": mlp}, "weights"))[0]
-    return "same-lineage" if gauge >= C.thresholds({"mlp": mlp}, "gauge")["related"] else forms
+    forms = C.verdicts(similarity, C.thresholds({"mlp": mlp}, "weights", tied))[0]
+    return "same-lineage" if gauge >= C.thresholds({"mlp": mlp}, "gauge", tied)["related"] else forms
 
 
 def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) -> dict:
@@ -202,8 +202,10 @@ def compare_weights(published: str | os.PathLike, suspect: str | os.PathLike) ->
     forms_a, gauge_a = layer_vectors(a, T, R)
     forms_b, gauge_b = layer_vectors(b, Q @ T, R, match)
     mlp = "gated" if a.has_gate() else "plain"
-    result = C.scored(C.layer_similarities(forms_a, forms_b), "weights", C.thresholds({"mlp": mlp}, "weights"))
+    tied = a.arch.tied_embeddings or b.arch.tied_embeddings  # either side: as compare.tied
+    result = C.scored(C.layer_similarities(forms_a, forms_b), "weights", C.thresholds({"mlp": mlp}, "weights", tied))
     gauge = gauge_score(gauge_a, gauge_b, result["layers"]["aligned"])
-    return {**result, "verdict": verdict(result["similarity"], gauge, mlp), "forms_verdict": result["verdict"],
-            "gauge": round(gauge, 4), "gauge_related": C.thresholds({"mlp": mlp}, "gauge")["related"],
-            "mlp": mlp, "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched
+    return {**result, "verdict": verdict(result["similarity"], gauge, mlp, tied), "forms_verdict": result["verdict"],
+            "gauge": round(gauge, 4), "gauge_related": C.thresholds({"mlp": mlp}, "gauge", tied)["related"],
+            "mlp": mlp, "tied": tied,
+            "alignment_residual": round(residual, 4)}  # ‖E_s·Q − E_p‖ / ‖E_p‖: how well the bases matched

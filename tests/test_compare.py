@@ -162,13 +162,16 @@ def test_a_tied_head_on_either_side_takes_the_plain_thresholds_on_the_fingerprin
 
     untied, tied, unknown = fp(False), fp(True), fp(None)
     for a, b in ((untied, untied), (untied, unknown), (unknown, unknown)):
-        assert C.compare(a, b)["thresholds"]["related"] == C.THRESHOLDS["gated"]["v"]["related"]
+        out = C.compare(a, b)
+        assert out["thresholds"]["related"] == C.THRESHOLDS["gated"]["v"]["related"] and not out["tied"]
     for a, b in ((tied, untied), (untied, tied), (tied, unknown)):
-        assert C.compare(a, b)["thresholds"]["related"] == C.THRESHOLDS["plain"]["v"]["related"]
-    # A score that is same-lineage between untied Llamas is not between tied ones (their twins reach 48).
+        out = C.compare(a, b)
+        assert out["thresholds"]["related"] == C.THRESHOLDS["gated-tied"]["v"]["related"] and out["tied"]
+    # A score that is same-lineage between untied Llamas is not between tied ones (their twins reach 68).
     assert C.verdicts(40.0, C.thresholds(gated, "invariants")) == ["same-lineage"]
     assert C.verdicts(40.0, C.thresholds(gated, "invariants", tied=True)) == ["inconclusive"]
-    assert C.thresholds(gated, "weights", tied=True) == C.THRESHOLDS["gated"]["weights"]  # the weights: by MLP only
+    plain = spec.spec_dict(layers=2, mlp="plain")  # GPT-2 ties its head: its thresholds already are the tied ones
+    assert C.thresholds(plain, "v", tied=True) == C.thresholds(plain, "v") == C.THRESHOLDS["plain"]["v"]
 
 
 def test_the_architecture_says_whether_the_head_is_tied_as_transformers_would():

@@ -352,10 +352,13 @@ def test_malformed_token_strings_in_the_manifest(copy):
     _refused(_verify(copy), status="unusable", words=("model.tokens",))
 
 
-def test_the_manifest_says_whether_the_release_ties_its_head_and_nothing_else_there(copy):
+def test_the_manifest_says_whether_the_release_ties_its_head_and_a_release_checks_it(copy, release):
     from verifier.bundle import read_bundle
 
     assert read_bundle(copy).tied_embeddings is False  # the embedded Llama has an output head of its own
+    _edit_manifest(copy, lambda m: m["model"].update(tied_embeddings=True))
+    assert _verify(copy).ok  # not proven: without the release nothing can say otherwise
+    _refused(_verify(copy, release), words=("output head is tied to the embedding", "its config says its own"))
     _edit_manifest(copy, lambda m: m["model"].update(tied_embeddings="no"))
     _refused(_verify(copy), status="unusable", words=("model.tied_embeddings",))
 

@@ -351,6 +351,10 @@ def _check_image(b: Bundle) -> None:
 
 # -- against a release -----------------------------------------------------------------------
 
+def _tied_words(tied: bool) -> str:
+    return "tied to the embedding" if tied else "its own"
+
+
 def _verify_release(b: Bundle, release: Path, plan, info, derived: dict, checks: dict) -> None:
     from circuits.consistency import check_taylor_consistency
     from circuits.inputs import Release, release_inputs, shape_of
@@ -374,6 +378,9 @@ def _verify_release(b: Bundle, release: Path, plan, info, derived: dict, checks:
             raise _Invalid("the bundle's circuit is not the one for this release's shape")
         if rel.vocab() != b.vocab:
             raise _Invalid(f"the release's vocabulary ({rel.vocab()}) is not the bundle's ({b.vocab})")
+        if b.tied_embeddings is not None and b.tied_embeddings != rel.arch.tied_embeddings:
+            raise _Invalid(f"the manifest says the release's output head is {_tied_words(b.tied_embeddings)}, its "
+                           f"config says {_tied_words(rel.arch.tied_embeddings)} (which thresholds apply)")
         inputs = release_inputs(rel, shape, list(b.token_ids))
         check_taylor_consistency(rel, range(len(shape.layers)), shape.orders)
     except ZkfpError as exc:
