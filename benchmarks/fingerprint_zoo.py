@@ -117,6 +117,23 @@ def verdict(row: dict, published, suspect, basis: str) -> str:
     return C.verdicts(row[basis], C.thresholds(published.spec, basis, C.tied(published.model, suspect.model)))[0]
 
 
+def verdict_row(published: str, suspect: str, feats: dict, methods: tuple[str, ...]) -> dict:
+    """One pair scored on `methods` (which must include the gauge), with the verdicts of zkfp's bases."""
+    fa, fb = feats[published], feats[suspect]
+    row = {"published": published, "suspect": suspect, **{m: round(score(fa, fb, m), 1) for m in methods}}
+    row.update({f"verdict_{basis}": verdict(row, fa["fp"], fb["fp"], basis) for basis in BASES})
+    return row
+
+
+def print_rows(rows: list[dict], methods: tuple[str, ...], suspect: str = "suspect") -> None:
+    """A markdown table of `verdict_row`s."""
+    log(f"| published | {suspect} | " + " | ".join(methods) + " | verdicts (" + " / ".join(BASES) + ") |\n|"
+        + "---|" * (len(methods) + 3))
+    for row in rows:
+        log(f"| {row['published']} | {row['suspect']} | " + " | ".join(f"{row[m]:.1f}" for m in methods)
+            + " | " + " / ".join(row[f"verdict_{basis}"] for basis in BASES) + " |")
+
+
 def evaluate(models: list[dict], feats: dict) -> dict:
     pairs = []
     for a, b in itertools.combinations(models, 2):

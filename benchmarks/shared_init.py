@@ -48,11 +48,8 @@ def build_siblings(zdir: Path) -> list[dict]:
                 t = time.time()
                 torch.manual_seed(0)
                 init = build(fam, seed=0, **shape)  # twin 0's initialisation, as zoo_build draws it
-                model = Z._train(init, getattr(data, stream), steps, Z.ROOT_LR, order_seed).float().eval()
-                model.save_pretrained(path)
-                tokenizer.save_pretrained(path)
-                Z.log(f"  {path.name}: {steps} steps on {stream}, {time.time() - t:.0f} s, "
-                      f"loss on base {Z.eval_loss(model, data.val['base']):.3f}")
+                model = Z._train(init, getattr(data, stream), steps, Z.ROOT_LR, order_seed)
+                Z.save_trained(model, path, tokenizer, data, t, f"{steps} steps on {stream}, ")
             models.append(dict(name=path.name, path=path, family=fam, kind=kind))
     return models
 
@@ -66,17 +63,9 @@ def main(argv=None) -> int:
     siblings = build_siblings(zdir)
     twins = [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam) for fam in Z.DEFAULT_FAMILIES for s in (0, 1)]
     feats = F.fingerprint_all(siblings + twins)
-    rows = []
-    print("| published | sibling | " + " | ".join(METHODS) + " | verdicts (" + " / ".join(F.BASES) + ") |\n|"
-          + "---|" * (len(METHODS) + 3))
-    for sib in siblings:
-        for twin in (t for t in twins if t["family"] == sib["family"]):
-            row = {"published": twin["name"], "suspect": sib["name"]}
-            row.update({m: round(F.score(feats[twin["name"]], feats[sib["name"]], m), 1) for m in METHODS})
-            row.update({f"verdict_{b}": F.verdict(row, feats[twin["name"]]["fp"], feats[sib["name"]]["fp"], b) for b in F.BASES})
-            rows.append(row)
-            print(f"| {twin['name']} | {sib['name']} | " + " | ".join(f"{row[m]:.1f}" for m in METHODS)
-                  + " | " + " / ".join(row[f"verdict_{b}"] for b in F.BASES) + " |")
+    rows = [F.verdict_row(twin["name"], sib["name"], feats, METHODS)
+            for sib in siblings for twin in twins if twin["family"] == sib["family"]]
+    F.print_rows(rows, METHODS, suspect="sibling")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -48,10 +48,7 @@ def flipped_twins(zdir: Path) -> list[dict]:
                 # one Parameter for both, or a copy of the (seeded) embedding's initial values
                 head.weight = embedding.weight if tie else torch.nn.Parameter(embedding.weight.detach().clone())
                 model.config.tie_word_embeddings = tie
-                model = Z._train(model, data.base, Z.ROOT_STEPS, Z.ROOT_LR, seed).float().eval()
-                model.save_pretrained(path)
-                tokenizer.save_pretrained(path)
-                Z.log(f"  {path.name}: {time.time() - t:.0f} s, loss on base {Z.eval_loss(model, data.val['base']):.3f}")
+                Z.save_trained(Z._train(model, data.base, Z.ROOT_STEPS, Z.ROOT_LR, seed), path, tokenizer, data, t)
             models.append(dict(name=path.name, path=path, family=fam))
     return models
 
@@ -66,20 +63,10 @@ def main(argv=None) -> int:
     models = flipped_twins(zdir) + [dict(name=f"{fam}-s{s}", path=zdir / f"{fam}-s{s}", family=fam)
                                     for fam in Z.DEFAULT_FAMILIES for s in SEEDS]
     feats = F.fingerprint_all(models)
-    rows = []
-    print("| published | suspect | " + " | ".join(METHODS) + " | verdicts (" + " / ".join(F.BASES) + ") |\n|"
-          + "---|" * (len(METHODS) + 3))
-    for a, b in itertools.combinations(models, 2):
-        if a["family"] != b["family"]:
-            continue
-        fa, fb = feats[a["name"]], feats[b["name"]]
-        row = {"published": a["name"], "suspect": b["name"], "family": a["family"],
-               "tied": [fa["fp"].model["tied_embeddings"], fb["fp"].model["tied_embeddings"]]}
-        row.update({m: round(F.score(fa, fb, m), 1) for m in METHODS})
-        row.update({f"verdict_{basis}": F.verdict(row, fa["fp"], fb["fp"], basis) for basis in F.BASES})
-        rows.append(row)
-        print(f"| {a['name']} | {b['name']} | " + " | ".join(f"{row[m]:.1f}" for m in METHODS)
-              + " | " + " / ".join(row[f"verdict_{basis}"] for basis in F.BASES) + " |", flush=True)
+    rows = [dict(F.verdict_row(a["name"], b["name"], feats, METHODS), family=a["family"],
+                 tied=[feats[m["name"]]["fp"].model["tied_embeddings"] for m in (a, b)])
+            for a, b in itertools.combinations(models, 2) if a["family"] == b["family"]]
+    F.print_rows(rows, METHODS)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -158,6 +158,14 @@ def _train(model, ids, steps, lr, seed):
     return train(model, ids, steps=steps, lr=lr, seed=seed)
 
 
+def save_trained(model, path: Path, tokenizer, data: Data, started: float, note: str = "") -> None:
+    """Save a model trained outside the zoo's recipes (benchmarks' extra populations) and log it."""
+    model = model.float().eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    log(f"  {path.name}: {note}{time.time() - started:.0f} s, loss on base {eval_loss(model, data.val['base']):.3f}")
+
+
 def _recipes(fam: str, data: Data) -> dict:
     """kind → (function of the parent model, training domain for the 'own' loss)."""
     heal = lambda m: _train(m, data.base, CHILD_STEPS, CHILD_LR, 14)  # noqa: E731
