@@ -37,9 +37,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
 from fingerprint_zoo import CALIBRATED, rule, score  # noqa: E402
-from zoo_build import CHILD_LR, CHILD_STEPS, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VOCAB, Data, _train, log  # noqa: E402
+from zoo_build import (CHILD_LR, CHILD_STEPS, DEFAULT_FAMILIES, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VOCAB, Data,  # noqa: E402
+                       _train, arch, log)
 
-KIND = {"llama": "gated", "gpt2": "plain"}
+KIND = {"llama": "gated", "gpt2": "plain", "llama-tied": "gated-tied"}  # zoo family → compare.THRESHOLDS kind
+FAMILY_SHAPE = {"llama": dict(kv_heads=2), "gpt2": {}, "llama-tied": dict(kv_heads=2, tied=True)}
 BPE_SHAPES = {"L2": dict(hidden=64, layers=2, heads=4), "L8": dict(hidden=64, layers=8, heads=4),
               "h128": dict(hidden=128, layers=4, heads=4)}
 SHAPES = (*BPE_SHAPES, "toy")  # every population this script can train
@@ -52,7 +54,7 @@ def _save(model, path: Path, tokenizer=None) -> Path:
     return path
 
 
-def build_populations(zdir: Path, families: tuple[str, ...] = tuple(KIND),
+def build_populations(zdir: Path, families: tuple[str, ...] = DEFAULT_FAMILIES,
                       shapes: tuple[str, ...] = SHAPES) -> list[dict]:
     """Train (or reuse) the populations under zdir/populations; one dict per model."""
     from transformers import AutoModelForCausalLM
@@ -77,22 +79,20 @@ def build_populations(zdir: Path, families: tuple[str, ...] = tuple(KIND),
     toy_text = tiny.encode(corpus.generate(embedded.DOMAINS, 3000, seed=12))  # the demo's twin's text
     harbour = tiny.encode(corpus.generate("harbor", 1500, seed=11))           # and its offspring's
     for fam in families:
-        gqa = dict(kv_heads=2) if fam == "llama" else {}
+        own = FAMILY_SHAPE[fam]
         for pop, shape in ((k, v) for k, v in BPE_SHAPES.items() if k in shapes):
             for s in ROOT_SEEDS:
                 make(f"{fam}-{pop}-s{s}", fam, pop, f"{fam}-{pop}-s{s}", "bpe", lambda s=s, shape=shape:
-                     _train(tiny.build(fam, seed=s, vocab=VOCAB, **shape, **gqa), data.base, ROOT_STEPS, ROOT_LR, s))
+                     _train(tiny.build(arch(fam), seed=s, vocab=VOCAB, **shape, **own), data.base, ROOT_STEPS, ROOT_LR, s))
             make(f"{fam}-{pop}-s0-cpt", fam, pop, f"{fam}-{pop}-s0", "bpe", lambda pop=pop: _train(
                 AutoModelForCausalLM.from_pretrained(pdir / f"{fam}-{pop}-s0").float(), data.other,
                 CHILD_STEPS, CHILD_LR, 11))
         if "toy" not in shapes:
             continue
-        toy = {k: v for k, v in embedded.SPEC.items() if k != "family"}
-        if fam == "gpt2":
-            toy = {k: v for k, v in toy.items() if k != "kv_heads"}
+        toy = {k: v for k, v in embedded.SPEC.items() if k not in ("family", "kv_heads")} | own
         for s in ROOT_SEEDS:
             make(f"{fam}-toy-s{s}", fam, "toy", f"{fam}-toy-s{s}", "toy", lambda s=s: tiny.train(
-                tiny.build(fam, seed=embedded.SEED + s, **toy), toy_text, steps=300, seed=12))
+                tiny.build(arch(fam), seed=embedded.SEED + s, **toy), toy_text, steps=300, seed=12))
         make(f"{fam}-toy-s0-cpt", fam, "toy", f"{fam}-toy-s0", "toy", lambda: tiny.train(
             AutoModelForCausalLM.from_pretrained(pdir / f"{fam}-toy-s0").float(), harbour, steps=100, lr=1e-3, seed=11))
     for fam in families:  # the zoo's own roots and their first child: the 4-layer population
@@ -125,7 +125,7 @@ def score_pairs(models: list[dict]) -> list[dict]:
     return pairs
 
 
-def summarise(pairs: list[dict], zoo_pairs: list[dict], families: tuple[str, ...] = tuple(KIND)) -> dict:
+def summarise(pairs: list[dict], zoo_pairs: list[dict], families: tuple[str, ...] = DEFAULT_FAMILIES) -> dict:
     out = {}
     for fam in families:
         for basis in CALIBRATED:
@@ -161,7 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "null_populations.json"))
     ap.add_argument("--extra", action="append", default=[], metavar="RESULTS.json",
                     help="also pool the pairs of a population trained by benchmarks/scale_population.py")
-    ap.add_argument("--families", nargs="+", default=list(KIND), choices=sorted(KIND))
+    ap.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=sorted(KIND),
+                    help="llama-tied: Llamas whose output head is the embedding (its zoo from zoo_build.py)")
     ap.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=SHAPES,
                     help="the populations to train and score (the zoo's 4-layer one always)")
     args = ap.parse_args(argv)

@@ -74,7 +74,7 @@ def test_the_weights_verdict_takes_the_gauge_as_one_sided_evidence():
     assert W.verdict(27.3, 12.0, "plain") == "inconclusive"
     assert W.verdict(1.0, 12.0, "gated") == "unrelated"
     assert W.verdict(99.0, 3.0, "gated") == "same-lineage"  # a disguised copy: the forms decide
-    # Tied heads: seed twins' gauge reaches 42 and their forms 6 (README), so both bars move up.
+    # Tied heads: seed twins' gauge reaches 51 and their forms 8 (README), so both bars move up.
     assert W.verdict(8.0, 52.0, "gated") == "same-lineage" and W.verdict(8.0, 52.0, "gated", tied=True) == "unrelated"
 
 
