@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fingerprint import compare as C
 from fingerprint import disguise, spec
 from fingerprint import extract as E
 from fingerprint import fpjson
@@ -230,6 +231,10 @@ def test_cli_fingerprint_and_compare(llama, gpt2, tmp_path):
     r = run("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--json")
     out = json.loads(r.stdout)
     assert out["basis"] == "v" and out["verdict"] in ("unrelated", "inconclusive")
+    assert out["tied"] is True  # GPT-2 ties its head, so the Llama is judged by the gated-tied thresholds
+    assert out["thresholds"]["related"] == C.THRESHOLDS["gated-tied"]["v"]["related"]
+    r = run("compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert "a side ties its output head to the embedding" in r.stdout
     (tmp_path / "bad.json").write_text("{not json")
     r = run("compare", str(tmp_path / "a.json"), str(tmp_path / "bad.json"))
     assert r.returncode != 0 and "error:" in r.stderr
