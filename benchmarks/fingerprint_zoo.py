@@ -171,7 +171,9 @@ def calibrate(summary: dict) -> dict:
     """`rule` applied to each family's pairs in this zoo alone (the shipped thresholds apply it to
     this zoo's pairs pooled with other populations': benchmarks/null_populations.py)."""
     out = {}
-    for fam, kind in (("llama", "gated"), ("gpt2", "plain"), ("llama-tied", "gated-tied")):
+    from zoo_build import KIND
+
+    for fam, kind in KIND.items():
         for basis in CALIBRATED:
             r = summary.get(f"{fam}/{basis}")
             if r is None:

@@ -37,11 +37,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
 from fingerprint_zoo import CALIBRATED, rule, score  # noqa: E402
-from zoo_build import (CHILD_LR, CHILD_STEPS, DEFAULT_FAMILIES, ROOT_LR, ROOT_SEEDS, ROOT_STEPS, VOCAB, Data,  # noqa: E402
-                       _train, arch, log)
+from zoo_build import (CHILD_LR, CHILD_STEPS, DEFAULT_FAMILIES, FAMILIES, KIND, ROOT_LR, ROOT_SEEDS,  # noqa: E402
+                       ROOT_STEPS, SHAPE, VOCAB, Data, _train, arch, log)
 
-KIND = {"llama": "gated", "gpt2": "plain", "llama-tied": "gated-tied"}  # zoo family → compare.THRESHOLDS kind
-FAMILY_SHAPE = {"llama": dict(kv_heads=2), "gpt2": {}, "llama-tied": dict(kv_heads=2, tied=True)}
 BPE_SHAPES = {"L2": dict(hidden=64, layers=2, heads=4), "L8": dict(hidden=64, layers=8, heads=4),
               "h128": dict(hidden=128, layers=4, heads=4)}
 SHAPES = (*BPE_SHAPES, "toy")  # every population this script can train
@@ -79,7 +77,7 @@ def build_populations(zdir: Path, families: tuple[str, ...] = DEFAULT_FAMILIES,
     toy_text = tiny.encode(corpus.generate(embedded.DOMAINS, 3000, seed=12))  # the demo's twin's text
     harbour = tiny.encode(corpus.generate("harbor", 1500, seed=11))           # and its offspring's
     for fam in families:
-        own = FAMILY_SHAPE[fam]
+        own = {k: v for k, v in FAMILIES[fam].items() if k not in SHAPE}  # the family's own: GQA, tied head
         for pop, shape in ((k, v) for k, v in BPE_SHAPES.items() if k in shapes):
             for s in ROOT_SEEDS:
                 make(f"{fam}-{pop}-s{s}", fam, pop, f"{fam}-{pop}-s{s}", "bpe", lambda s=s, shape=shape:

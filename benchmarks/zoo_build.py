@@ -49,6 +49,7 @@ SHAPE = dict(hidden=64, layers=4, heads=4, vocab=VOCAB)
 FAMILIES = {"llama": dict(SHAPE, kv_heads=2), "gpt2": dict(SHAPE),
             "llama-tied": dict(SHAPE, kv_heads=2, tied=True)}  # output head tied to the embedding (opt-in)
 DEFAULT_FAMILIES = ("llama", "gpt2")  # as transformers configures each: Llama's head its own, GPT-2's tied
+KIND = {"llama": "gated", "gpt2": "plain", "llama-tied": "gated-tied"}  # zoo family → compare.THRESHOLDS kind
 
 
 def arch(fam: str) -> str:
