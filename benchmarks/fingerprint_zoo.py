@@ -45,8 +45,8 @@ from fingerprint import compare as C  # noqa: E402
 from fingerprint import spec  # noqa: E402
 
 VOCAB = 4096
-METHODS = ("invariants", "v", "weights", "gauge", "huref", "awm")
-BASES = ("invariants", "v", "weights")  # zkfp's, each with calibrated verdicts
+METHODS = ("heads", "invariants", "v", "weights", "gauge", "huref", "awm")
+BASES = ("heads", "invariants", "v", "weights")  # zkfp's, each with calibrated verdicts
 CALIBRATED = BASES + ("gauge",)  # the weights' one-sided gauge test has a calibrated `related` too
 SHOWN = ("drop-last", "drop-middle", "insert-copy-heal", "width-prune", "vocab-ext", "heavy-cpt", "merge")  # in the images
 
@@ -95,9 +95,15 @@ def score(a, b, method: str) -> float:
     if method in ("weights", "gauge"):
         result = _weights(str(a["path"]), str(b["path"]))
         return result["similarity" if method == "weights" else "gauge"]
-    pa, pb = (a["fp"].layer_invariants(), b["fp"].layer_invariants()) if method == "invariants" else \
-        (a["fp"].layer_v(), b["fp"].layer_v())
-    return float(C.aligned_scores(C.layer_similarities(pa, pb)[None])[0])
+    if method == "heads":
+        from fingerprint.heads import head_similarities
+
+        S = head_similarities(a["fp"].layer_heads(), b["fp"].layer_heads())
+    else:
+        pa, pb = (a["fp"].layer_invariants(), b["fp"].layer_invariants()) if method == "invariants" else \
+            (a["fp"].layer_v(), b["fp"].layer_v())
+        S = C.layer_similarities(pa, pb)
+    return float(C.aligned_scores(S[None])[0])
 
 
 @functools.lru_cache(maxsize=4)

@@ -117,7 +117,7 @@ def score_pairs(models: list[dict]) -> list[dict]:
         row = {"published": a["name"], "suspect": b["name"], "family": a["family"], "tokens": a["tokens"],
                "populations": [a["population"], b["population"]], "related": a["root"] == b["root"]}
         same_width = fa["fp"].model.get("hidden") == fb["fp"].model.get("hidden")
-        for basis in CALIBRATED if same_width else ("invariants", "v"):
+        for basis in CALIBRATED if same_width else ("heads", "invariants", "v"):
             row[basis] = round(score(fa, fb, basis), 2)
         pairs.append(row)
     return pairs

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens-from", help="use the tokens of this FP.json (to compare models whose "
                    "vocabularies differ or are numbered otherwise)")
     p.add_argument("--no-invariants", action="store_true",
-                   help="leave the invariant terms out of FP.json (they reveal more about the weights than v)")
+                   help="leave the invariant terms and the per-head vectors out of FP.json (they reveal "
+                   "more about the weights than v)")
     p.set_defaults(handler=_fingerprint)
 
     c = sub.add_parser("compare", help="compare a suspect with a published fingerprint (similarity on the "
@@ -116,7 +117,8 @@ def _compare(args: argparse.Namespace) -> int:
             where = " (at its own ids for them: it numbers its vocabulary otherwise)" if result["renumbered"] else ""
             print(f"fingerprinted {args.suspect} on the published fingerprint's {result['k']} tokens{where}")
         lay = result["layers"]
-        print(f"similarity {result['similarity']:.2f} (100 × cosine of {result['basis']}, layers aligned): "
+        what = "the heads, matched one to one" if result["basis"] == "heads" else result["basis"]
+        print(f"similarity {result['similarity']:.2f} (100 × cosine of {what}, layers aligned): "
               f"{result.get('forms_verdict', result['verdict'])}")
         if result["basis"] == "weights":
             print(f"gauge {result['gauge']:.2f} (unbiased CKA of W_q and W_k, bases matched by a signed permutation; "

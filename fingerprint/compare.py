@@ -10,7 +10,9 @@ layer's vector has unit norm; a layer without a partner adds to its side's norm,
 product). Two copies of one model score 100; dropping one of L layers leaves at most
 100·√((L−1)/L), repeating one 100·√(L/(L+1)).
 
-Per-layer similarity is taken on the invariants when both files carry them, on v otherwise.
+Per-layer similarity is taken on the per-head vectors when both files carry them (the heads of
+two layers matched one to one: fingerprint.heads; needs scipy), else on the invariants when both
+carry them, else on v (what a proof bundle holds).
 Thresholds come from toy populations (`benchmarks/fingerprint_zoo.py` and
 `benchmarks/null_populations.py`, see the README). A score at or above `related` says
 same-lineage, at or below `unrelated` says unrelated, in between is inconclusive.
@@ -45,11 +47,13 @@ from zkfp.errors import FingerprintError
 # bases aligned, forms whitened); "gauge" is its one-sided test of W_q and W_k, of which only
 # `related` is used (a disguise lowers the gauge, so its `unrelated`, the rule's output, decides nothing).
 THRESHOLDS = {
-    "gated": {"invariants": {"related": 35.0, "unrelated": 25.0, "null_mean": 8.2, "null_sd": 4.2},
+    "gated": {"heads": {"related": 20.0, "unrelated": 15.0, "null_mean": 7.0, "null_sd": 1.8},
+              "invariants": {"related": 35.0, "unrelated": 25.0, "null_mean": 8.2, "null_sd": 4.2},
               "v": {"related": 40.0, "unrelated": 30.0, "null_mean": 13.6, "null_sd": 5.4},
               "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.8},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 2.7, "null_sd": 2.1}},
-    "plain": {"invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 38.5, "null_sd": 13.2},
+    "plain": {"heads": {"related": 40.0, "unrelated": 30.0, "null_mean": 21.3, "null_sd": 4.0},
+              "invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 38.5, "null_sd": 13.2},
               "v": {"related": 85.0, "unrelated": 25.0, "null_mean": 36.4, "null_sd": 12.1},
               "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.6, "null_sd": 4.0}},
@@ -57,7 +61,8 @@ THRESHOLDS = {
     # a pool of tied Llamas (zoo_build.py --families llama-tied, null_populations.py --families llama-tied),
     # whose seed twins look alike on the fingerprints as GPT-2's do (up to 78.2 / 80.8 on the toy
     # vocabulary) and share more of the gauge (up to 51.0) than untied ones.
-    "gated-tied": {"invariants": {"related": 85.0, "unrelated": 60.0, "null_mean": 41.7, "null_sd": 9.8},
+    "gated-tied": {"heads": {"related": 45.0, "unrelated": 30.0, "null_mean": 15.6, "null_sd": 3.7},
+                   "invariants": {"related": 85.0, "unrelated": 60.0, "null_mean": 41.7, "null_sd": 9.8},
                    "v": {"related": 90.0, "unrelated": 55.0, "null_mean": 41.9, "null_sd": 9.8},
                    "weights": {"related": 50.0, "unrelated": 10.0, "null_mean": 3.9, "null_sd": 1.3},
                    "gauge": {"related": 60.0, "unrelated": 20.0, "null_mean": 29.5, "null_sd": 7.2}},
@@ -139,6 +144,14 @@ def alignment(S: np.ndarray) -> list[tuple[int, int]]:
     return pairs[::-1]
 
 
+def can_match_heads() -> bool:
+    """Whether the per-head basis can be used: its matching is scipy's (an owner's install has it;
+    a verifier's numpy-only install compares on the invariants or v instead)."""
+    import importlib.util
+
+    return importlib.util.find_spec("scipy") is not None
+
+
 def thresholds(spec: dict, basis: str, tied: bool = False) -> dict:
     """The calibrated thresholds for a published fingerprint's spec (its MLP kind), whether a side
     ties its output head to the embedding (`tied`), and a basis. The gated ones were calibrated on
@@ -204,7 +217,11 @@ def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
     """How much of `published` is found in `suspect`: the aligned score, its verdict, the alignment."""
     check_compatible(published, suspect)
     S_v = layer_similarities(published.layer_v(), suspect.layer_v())
-    if published.invariants is not None and suspect.invariants is not None:
+    if published.heads is not None and suspect.heads is not None and can_match_heads():
+        from fingerprint.heads import head_similarities
+
+        basis, S = "heads", head_similarities(published.layer_heads(), suspect.layer_heads())
+    elif published.invariants is not None and suspect.invariants is not None:
         basis, S = "invariants", layer_similarities(published.layer_invariants(), suspect.layer_invariants())
     else:
         basis, S = "v", S_v

@@ -28,8 +28,9 @@ def _project(A: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     return torch.cat([A @ block.to(A.dtype).T for block in W.split(_CHUNK_ROWS)], dim=1)
 
 
-def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None) -> torch.Tensor:
-    """(L, 3, k, k) invariant terms of `layers` (default: every block), streaming one tensor at a time."""
+def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, 3, k, k) invariant terms of `layers` (default: every block) and their attention terms per
+    head (L, H, 2, k, k; fingerprint.heads), streaming one tensor at a time."""
     arch = src.arch
     d = arch.dims
     layer_norm = arch.family.norm == "layer"
@@ -39,7 +40,7 @@ def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None
     if bad:
         raise FingerprintError(f"token ids {bad[:5]} are outside the model's vocabulary of {vocab}")
     X = inv.canonical_tokens(src.embedding_rows(token_ids), layer_norm)
-    out = []
+    out, per_head = [], []
     with torch.no_grad():
         for i in picked:
             g_att, g_mlp = src.attn_gain(i), src.mlp_gain(i)
@@ -49,14 +50,16 @@ def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None
             q, k = _project(Xa, src.weight("q", i)), _project(Xa, src.weight("k", i))
             m_a = q @ inv.expand_kv(k, d.heads, d.kv_heads).T
             v = inv.expand_kv(_project(Xa, src.weight("v", i)), d.heads, d.kv_heads)
-            m_b = _project(v, src.weight("o", i)) @ X.T
+            w_o = src.weight("o", i)
+            m_b = _project(v, w_o) @ X.T
+            per_head.append(inv.head_terms(q, inv.expand_kv(k, d.heads, d.kv_heads), v, w_o, X, d.heads))
             hidden = _project(Xm, src.weight("up", i))
             if src.has_gate():
                 hidden = _project(Xm, src.weight("gate", i)) * hidden
             m_f = _project(hidden, src.weight("down", i)) @ X.T
             src.release()
             out.append(torch.stack([m_a, m_b, m_f]))
-    return torch.stack(out)
+    return torch.stack(out), torch.stack(per_head)
 
 
 def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int = spec.K_TOKENS,
@@ -66,8 +69,9 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
     `token_ids` defaults to the spec's public choice for the model's vocabulary; pass the ids of
     another fingerprint (`fingerprint.tokens.ids_to_read`) to compare two models with different
     vocabularies on the same tokens.
-    Every layer is read, and v holds one m-vector per layer (fingerprint.encoder); the token
-    strings of the ids read are recorded when the folder has a tokenizer.
+    Every layer is read, and v holds one m-vector per layer (fingerprint.encoder); the invariants
+    and the per-head vectors (fingerprint.heads) are recorded beside it for local comparisons, and
+    the token strings of the ids read when the folder has a tokenizer.
     Returns a `Fingerprint` (and the raw (L, 3, k, k) terms when `with_terms`).
     """
     from fingerprint.encoder import encode
@@ -77,8 +81,8 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
     if token_ids is None:
         token_ids = spec.select_tokens(vocab, k)
     token_ids = [int(t) for t in token_ids]
-    terms = terms_from_source(src, token_ids)
-    if not torch.isfinite(terms).all():
+    terms, head_terms = terms_from_source(src, token_ids)
+    if not (torch.isfinite(terms).all() and torch.isfinite(head_terms).all()):
         raise FingerprintError(f"non-finite values in the invariant terms of {path} (corrupt weights?)")
     z = inv.invariant_vector(terms)
     v = encode(z)
@@ -88,6 +92,7 @@ def extract(path: str | os.PathLike, token_ids: list[int] | None = None, k: int 
         token_ids=token_ids,
         v=[float(x) for x in v],
         invariants=[float(x) for x in z],
+        heads=[round(float(x), 6) for x in inv.head_vectors(head_terms).reshape(-1)],
         model={"family": src.arch.family.name, "source": src.kind, "vocab": vocab,
                "hidden": d.hidden, "intermediate": d.intermediate, "heads": d.heads, "kv_heads": d.kv_heads,
                "tied_embeddings": src.arch.tied_embeddings},

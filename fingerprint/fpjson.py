@@ -24,6 +24,7 @@ class Fingerprint:
     invariants: list[float] | None = None  # z-scored flat invariant vector (local use)
     model: dict = field(default_factory=dict)
     tokens: list[str] | None = None  # the token strings of token_ids (fingerprint.tokens), when known
+    heads: list[float] | None = None  # per-head vectors, flat (L, H, 2k(k−1)) (fingerprint.heads; local use)
 
     @property
     def layers(self) -> int:
@@ -41,6 +42,14 @@ class Fingerprint:
 
         return None if self.invariants is None else np.asarray(self.invariants, dtype=np.float64).reshape(self.layers, -1)
 
+    def layer_heads(self):
+        """The per-head vectors as a (layers, heads, 2k(k−1)) float64 numpy array (None when left out)."""
+        import numpy as np
+
+        if self.heads is None:
+            return None
+        return np.asarray(self.heads, dtype=np.float64).reshape(self.layers, -1, spec.head_length(int(self.spec["k"])))
+
     def invariant_tensor(self):
         """The invariants as a float64 torch tensor (None when the file left them out)."""
         import torch
@@ -53,6 +62,8 @@ class Fingerprint:
             out["tokens"] = self.tokens
         if with_invariants and self.invariants is not None:
             out["invariants"] = self.invariants
+        if with_invariants and self.heads is not None:
+            out["heads"] = self.heads
         return out
 
 
@@ -108,9 +119,15 @@ def from_json(data, where: str) -> Fingerprint:
     invs = data.get("invariants")
     if invs is not None and not _finite_list(invs, spec.invariant_length(s["layers"], s["k"])):
         raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
+    heads = data.get("heads")
+    per_layer = s["layers"] * spec.head_length(s["k"])
+    if heads is not None and not (isinstance(heads, list) and heads and len(heads) % per_layer == 0
+                                  and _finite_list(heads, len(heads))):
+        raise FingerprintError(f"{where}: heads must be a whole number of heads × {per_layer} finite numbers")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in v],
-                       invariants=None if invs is None else [float(x) for x in invs], model=model, tokens=tokens)
+                       invariants=None if invs is None else [float(x) for x in invs], model=model, tokens=tokens,
+                       heads=None if heads is None else [float(x) for x in heads])
 
 
 def bundle_fingerprint_json(path: str | os.PathLike, v=None) -> dict:

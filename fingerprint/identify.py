@@ -10,7 +10,9 @@ comparable with the reason.
 Within a group (one spec, token list and depth) the per-layer similarities are one matrix
 product and the layer alignments one dynamic programme over the whole group
 (`fingerprint.compare.aligned_scores`), on the invariants where both sides carry them, on v
-otherwise, each with its calibrated verdict. Entries are ranked by `compare.null_z` — standard
+otherwise, each with its calibrated verdict; an entry whose per-head vectors both sides carry is
+scored on them instead (`fingerprint.heads`: one matching of heads per pair of layers, entry by
+entry). Entries are ranked by `compare.null_z` — standard
 deviations above the zoo's unrelated pairs — which puts invariant and v scores, and both MLP
 kinds, on one scale; within one basis and kind that is the order of the similarity.
 
@@ -178,10 +180,18 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         rows = group.has_invariants
         sim[rows] = scores(group.invariants, fp.layer_invariants())
         basis[rows] = "invariants"
+    if fp.heads is not None and C.can_match_heads():
+        from fingerprint.heads import head_similarities
+
+        mine = fp.layer_heads()
+        for i, theirs in enumerate(group.heads):
+            if theirs is not None:
+                sim[i] = C.aligned_scores(head_similarities(theirs, mine)[None])[0]
+                basis[i] = "heads"
     note = RENUMBERED if list(fp.token_ids) != list(group.token_ids) else None
     tied = np.array([C.tied(e.model, fp.model) for e in group.entries], dtype=bool)
     out = []
-    for b, t_ in itertools.product(("invariants", "v"), (False, True)):
+    for b, t_ in itertools.product(("heads", "invariants", "v"), (False, True)):
         idx = np.flatnonzero((basis == b) & (tied == t_))
         if not len(idx):
             continue

@@ -79,6 +79,16 @@ def term_vo(X: Tensor, Wv: Tensor, Wo: Tensor, heads: int, kv_heads: int) -> Ten
     return (expand_kv(X @ Wv.T, heads, kv_heads) @ Wo.T) @ X.T
 
 
+def head_terms(q: Tensor, k: Tensor, v: Tensor, Wo: Tensor, X: Tensor, heads: int) -> Tensor:
+    """(H, 2, k, k): per query head h, A_h = X W_{q,h}ᵀ W_{k,g(h)} Xᵀ and B_h = X W_{v,g(h)}ᵀ W_{o,h}ᵀ Xᵀ,
+    the summands of M_a and M_b (fingerprint.heads). `q` = X W_qᵀ and `k`, `v` = X W_{k,v}ᵀ already
+    expanded to the query heads (expand_kv), all (k, heads·hd); Wo is (d, heads·hd)."""
+    n = q.shape[0]
+    q, k, v = (t.reshape(n, heads, -1).transpose(0, 1) for t in (q, k, v))  # (H, k, hd)
+    Wo = Wo.to(q.dtype).reshape(Wo.shape[0], heads, -1).transpose(0, 1)  # (H, d, hd)
+    return torch.stack([q @ k.transpose(1, 2), (v @ Wo.transpose(1, 2)) @ X.T], dim=1)
+
+
 def term_mlp_gated(X: Tensor, Wgate: Tensor, Wup: Tensor, Wdown: Tensor) -> Tensor:
     """M_f = ((X W_gateᵀ) ⊙ (X W_upᵀ)) W_downᵀ Xᵀ: the Hadamard product in neuron space.
 
@@ -131,6 +141,17 @@ def invariant_vector(terms: Tensor) -> Tensor:
     k = terms.shape[-1]
     idx = torch.tensor(off_diagonal(k))
     return torch.cat([zscore(t.reshape(-1)[idx]) for t in terms.reshape(-1, k, k)])
+
+
+def head_vectors(head_terms: Tensor) -> Tensor:
+    """(L, H, 2, k, k) per-head terms → (L, H, 2k(k−1)): each term's off-diagonal entries z-scored
+    separately, as the invariants read the sums."""
+    k = head_terms.shape[-1]
+    idx = torch.tensor(off_diagonal(k))
+    flat = head_terms.reshape(*head_terms.shape[:-2], k * k)[..., idx]
+    flat = flat - flat.mean(dim=-1, keepdim=True)
+    flat = flat / flat.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-30)
+    return flat.reshape(*head_terms.shape[:2], -1)
 
 
 def ics(a: Tensor, b: Tensor) -> float:

@@ -1,8 +1,8 @@
 """A local registry of published fingerprints: one SQLite file (standard-library sqlite3).
 
 Each entry is a fingerprint under a unique name: its spec, token ids, v and (for a plain FP.json
-that carries them) the invariants, as float32 blobs so that `identify` ranks thousands of them
-with one matrix product. An entry is *proven* when it was admitted from a proof bundle that
+that carries them) the invariants and the per-head vectors, as float32 blobs so that `identify`
+ranks thousands of them with one matrix product (the heads, entry by entry: fingerprint.heads). An entry is *proven* when it was admitted from a proof bundle that
 verified (`verifier.verify_bundle`); it then records the bundle's commitment digest and the kind
 of SRS the proof was checked under. A plain FP.json is stored as unproven. An entry may also
 record where its published release is (`add_file(..., release=DIR)`, checked when added): `identify`
@@ -15,8 +15,8 @@ adding at once neither lose nor corrupt an entry.
 
 The schema version is SQLite's `user_version`; a `meta` table tags the file as a zkfp registry.
 A file that is not one, or one written by a newer schema, is refused, never modified. An older
-schema (1: before releases were recorded, 2: before token strings were) is read as it is and
-upgraded when first opened for writing.
+schema (1: before releases were recorded, 2: before token strings were, 3: before per-head
+vectors were) is read as it is and upgraded when first opened for writing.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from fingerprint.fpjson import Fingerprint
 from zkfp.errors import RegistryError
 
 FORMAT = "zkfp-registry"
-SCHEMA_VERSION = 3  # 2: the release column; 3: the tokens column
-_ADDED_COLUMNS = {2: "release TEXT", 3: "tokens TEXT"}  # what each schema version added
+SCHEMA_VERSION = 4  # 2: the release column; 3: the tokens column; 4: the heads column
+_ADDED_COLUMNS = {2: "release TEXT", 3: "tokens TEXT", 4: "heads BLOB"}  # what each schema version added
+_ENTRY_COLUMNS_ADDED = (2, 3)  # read with each entry; the heads are read with the other vectors
 # SQLite pages of 64 KiB, not 4: a registry is read whole by identify, and its vectors (a 32-layer
 # fingerprint's invariants: 96 KiB) then come in a few pages each, not a chain of two dozen
 # (10,000 entries of 32 layers read in 311-431 ms against 421-494; benchmarks/identify_speed.py, README).
@@ -61,12 +62,13 @@ CREATE TABLE fingerprints (
     source TEXT NOT NULL,                 -- the file or bundle it was added from
     added_at REAL NOT NULL,
     release TEXT,                         -- the published release folder, if given when added (schema 2)
-    tokens TEXT                           -- JSON list: the token strings of token_ids, NULL if unknown (schema 3)
+    tokens TEXT,                          -- JSON list: the token strings of token_ids, NULL if unknown (schema 3)
+    heads BLOB                            -- float32 (layers, heads, 2k(k−1)), NULL when the file had none (schema 4)
 );
 CREATE INDEX fingerprints_by_tokens ON fingerprints (token_ids);
 """
 _INSERT_COLUMNS = ("name, digest, spec, token_ids, v, invariants, proven, commitment_digest, srs_kind, model, source, "
-                   "added_at, release, tokens")
+                   "added_at, release, tokens, heads")
 
 
 def default_path() -> Path:
@@ -103,6 +105,7 @@ class Group:
     v: np.ndarray                  # (n, m · layers) float32
     invariants: np.ndarray | None  # (entries that carry them, len) float32, in entry order
     has_invariants: np.ndarray     # (n,) bool: which entries carry invariants (the rows of `invariants`)
+    heads: list                    # per entry, its (layers, heads, 2k(k−1)) float32 per-head vectors or None
 
 
 def fingerprint_digest(fp: Fingerprint) -> str:
@@ -161,7 +164,8 @@ class Registry:
             raise RegistryError(f"{self.path} is not a zkfp registry (an SQLite file without the zkfp registry tag)")
         # read-only, an older file is read as it is: its entries record no release or tokens
         self._columns = self._ENTRY_COLUMNS + "".join(
-            ", " + (column.split()[0] if version >= v else "NULL") for v, column in sorted(_ADDED_COLUMNS.items()))
+            ", " + (_ADDED_COLUMNS[v].split()[0] if version >= v else "NULL") for v in _ENTRY_COLUMNS_ADDED)
+        self._heads = "heads" if version >= 4 else "NULL"
 
     def _upgrade(self) -> None:
         if self._format() != FORMAT:
@@ -215,10 +219,10 @@ class Registry:
             raise RegistryError(f"invalid entry name {name!r}")
         digest = fingerprint_digest(fp)
         v = np.asarray(fp.v, dtype="<f4").tobytes()
-        invs = None if fp.invariants is None else np.asarray(fp.invariants, dtype="<f4").tobytes()
+        invs, heads = (None if x is None else np.asarray(x, dtype="<f4").tobytes() for x in (fp.invariants, fp.heads))
         row = (name, digest, json.dumps(fp.spec, sort_keys=True), json.dumps([int(t) for t in fp.token_ids]), v,
                invs, int(proven), commitment_digest, srs_kind, json.dumps(fp.model, sort_keys=True), source,
-               time.time(), release, None if fp.tokens is None else json.dumps(list(fp.tokens)))
+               time.time(), release, None if fp.tokens is None else json.dumps(list(fp.tokens)), heads)
         with self._write():
             same = self._db.execute("SELECT name FROM fingerprints WHERE digest = ?", (digest,)).fetchone()
             if same:
@@ -266,11 +270,14 @@ class Registry:
                 group, vector_rows = _empty_group(members, parsed)
                 groups.append(group)
                 slots.update(vector_rows)
-            for rowid, v, invariants in self._db.execute("SELECT rowid, v, invariants FROM fingerprints"):
-                v_row, invariants_row = slots[rowid]
+            for rowid, v, invariants, heads in self._db.execute(
+                    f"SELECT rowid, v, invariants, {self._heads} FROM fingerprints"):
+                v_row, invariants_row, group, i = slots[rowid]
                 v_row[:] = np.frombuffer(v, dtype="<f4")
                 if invariants_row is not None:
                     invariants_row[:] = np.frombuffer(invariants, dtype="<f4")
+                if heads is not None:
+                    group.heads[i] = _heads(heads, group.spec)
         return groups
 
     def _snapshot(self) -> _Transaction:
@@ -317,9 +324,10 @@ def _entry(r, parsed: dict | None = None) -> Entry:
                  release=release, tokens=None if tokens is None else tuple(load(tokens)))
 
 
-def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple[np.ndarray, np.ndarray | None]]]:
+def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple]]:
     """A Group of the entry rows (rowid, columns…, length(v), length(invariants)) with its matrices
-    allocated, not filled; and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
+    allocated, not filled; and each entry's rowid → its row of `v` and of `invariants` (None: it has
+    none), the group and the entry's place in it (for its heads)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
     invariants = None
@@ -328,10 +336,21 @@ def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple[np.nd
                               dtype="<f4")
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
-                  invariants=invariants, has_invariants=has)
+                  invariants=invariants, has_invariants=has, heads=[None] * len(rows))
     invariant_rows = iter(() if invariants is None else invariants)
-    return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
-                   for r, v_row, carries in zip(rows, group.v, has)}
+    return group, {r[0]: (v_row, next(invariant_rows) if carries else None, group, i)
+                   for i, (r, v_row, carries) in enumerate(zip(rows, group.v, has))}
+
+
+def _heads(blob: bytes, spec_: dict) -> np.ndarray:
+    """An entry's per-head vectors, (layers, heads, 2k(k−1)) float32."""
+    from fingerprint.spec import head_length
+
+    per_layer = int(spec_["layers"]) * head_length(int(spec_["k"]))
+    if len(blob) % (4 * per_layer):
+        raise RegistryError(f"an entry stores per-head vectors of {len(blob)} bytes, not whole heads: "
+                            "the registry is corrupt")
+    return np.frombuffer(blob, dtype="<f4").reshape(int(spec_["layers"]), -1, head_length(int(spec_["k"])))
 
 
 def _floats(byte_lengths: list[int], what: str) -> int:

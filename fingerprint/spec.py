@@ -32,6 +32,11 @@ def layer_length(k: int = K_TOKENS) -> int:
     return len(TERMS) * k * (k - 1)
 
 
+def head_length(k: int = K_TOKENS) -> int:
+    """One attention head's vector (fingerprint.heads): the off-diagonal entries of its two k×k terms."""
+    return 2 * k * (k - 1)
+
+
 def invariant_length(layers: int, k: int = K_TOKENS) -> int:
     return layers * layer_length(k)
 

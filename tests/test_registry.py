@@ -97,7 +97,7 @@ def test_compare_fingerprints_a_vocabulary_extension_on_the_published_tokens(lla
     r = zkfp("compare", tmp_path / "published.json", extended, "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["suspect_fingerprinted"] and out["basis"] == "invariants"
+    assert out["suspect_fingerprinted"] and out["basis"] == "heads"
     assert out["verdict"] == "same-lineage" and out["similarity"] >= 99.9  # the old rows are untouched
     r = zkfp("compare", tmp_path / "published.json", extended)
     assert r.returncode == 0 and "fingerprinted" in r.stdout and "same-lineage" in r.stdout
@@ -201,10 +201,12 @@ def test_a_registry_from_a_newer_schema_is_refused(tmp_path):
     assert r.returncode == 2 and "newer zkfp" in r.stderr
 
 
-@pytest.mark.parametrize("version, missing", [(1, ("release", "tokens")), (2, ("tokens",))])
+@pytest.mark.parametrize("version, missing", [(1, ("release", "tokens", "heads")), (2, ("tokens", "heads")),
+                                              (3, ("heads",))])
 def test_an_older_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path, version, missing):
-    """Schema 1 (before releases were recorded) and 2 (before token strings were): read-only use
-    leaves the file alone; the first write adds the missing columns and keeps every entry."""
+    """Schema 1 (before releases were recorded), 2 (before token strings were) and 3 (before
+    per-head vectors were): read-only use leaves the file alone; the first write adds the missing
+    columns and keeps every entry."""
     reg = tmp_path / "r.sqlite"
     with Registry(reg) as db:
         db.add(synthetic(1), "old", source="test")
@@ -217,14 +219,14 @@ def test_an_older_registry_is_read_as_it_is_and_upgraded_when_written(tmp_path, 
     before = reg.read_bytes()
     with Registry(reg, create=False) as db:
         assert [(e.name, e.release, e.tokens) for e in db.entries()] == [("old", None, None)]
-        assert [e.name for g in db.groups() for e in g.entries] == ["old"]
+        assert [(e.name, h) for g in db.groups() for e, h in zip(g.entries, g.heads)] == [("old", None)]
     assert reg.read_bytes() == before
     with Registry(reg) as db:
         db.add(synthetic(2, tokens=[f"t{i}" for i in range(spec.K_TOKENS)]), "new", source="test", release="/somewhere")
         assert [(e.name, e.release, e.tokens and e.tokens[0]) for e in db.entries()] == [
             ("old", None, None), ("new", "/somewhere", "t0")]
     with sqlite3.connect(reg) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
 
 
 def test_a_new_registry_has_large_pages_and_an_existing_one_keeps_its_own(tmp_path):

@@ -138,7 +138,7 @@ def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama,
         best, other = ident.matches
         assert (best.name, best.basis, best.verdict) == ("base", "weights", "same-lineage")
         assert best.similarity == pytest.approx(W.compare_weights(release, suspect)["similarity"])
-        assert (other.name, other.basis) == ("twin", "invariants")
+        assert (other.name, other.basis) == ("twin", "heads")
         with monkeypatch.context() as m:  # forms that cannot reach `related`: the gauge decides, and says so
             m.setitem(C.THRESHOLDS["gated"], "weights", {**C.THRESHOLDS["gated"]["weights"], "related": 101.0})
             best = identify(suspect, reg, releases={"base": release}).matches[0]
@@ -183,13 +183,13 @@ def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_mo
         assert (best.basis, best.verdict, best.note) == ("weights", "same-lineage", None)
         assert best.similarity == pytest.approx(W.compare_weights(base, suspect)["similarity"])
         (as_published,) = identify(tmp_path / "base.json", reg).matches  # an FP.json suspect: no weights
-        assert as_published.basis == "invariants"
+        assert as_published.basis == "heads"
 
     shutil.rmtree(base)
     r = subprocess.run([sys.executable, "-m", "zkfp.cli", "identify", str(suspect), "--registry", str(registry)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "invariants" in r.stdout and f"note: its recorded release {base.resolve()} is gone" in r.stdout
+    assert "heads" in r.stdout and f"note: its recorded release {base.resolve()} is gone" in r.stdout
 
 
 def test_an_inconclusive_fingerprint_verdict_on_a_model_says_how_the_weights_decide(llama, tiny_models, tmp_path,

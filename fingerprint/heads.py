@@ -1,0 +1,62 @@
+"""Per-head invariants: each attention head's two terms kept apart, compared by matching heads.
+
+M_a and M_b are sums over attention heads (fingerprint.invariants). A head's own summands,
+
+    A_h = X W_{q,h}ᵀ W_{k,g(h)} Xᵀ    and    B_h = X W_{v,g(h)}ᵀ W_{o,h}ᵀ Xᵀ    (k×k, g(h) its KV head),
+
+are invariant to every disguise the sums are (residual rotations act on X and cancel; a head's
+internal basis cancels inside W_qᵀW_k and W_vᵀW_o), except that a permutation of the heads
+permutes them. So a model's heads are a set, compared by the one-to-one matching of heads that
+maximises their summed cosine (a linear assignment).
+
+Why keep them apart: with the output head tied to the embedding, X·W·Xᵀ of a layer is a direct
+path from one token's embedding to another token's logit, so the sums over heads hold the text's
+bigram statistics, which seed twins trained on the same text share (README: tied heads). How a
+layer splits that work over its heads depends on where training started and survives
+fine-tuning and structural derivations. And the part every head of a model has in common
+(the model-wide mean of each term's vectors, the shared statistics) is removed before comparing.
+
+numpy and scipy only (scipy's linear_sum_assignment); no torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TERMS_PER_HEAD = 2  # A_h, B_h
+
+
+def centred(heads: np.ndarray) -> np.ndarray:
+    """(L, H, 2n) z-scored head vectors → each term's half with the model's mean direction of
+    that term (over all its layers and heads) projected out, then each head vector scaled to unit
+    norm: what is left is how the model's heads differ from one another."""
+    heads = np.array(heads, dtype=np.float64)
+    n = heads.shape[-1] // TERMS_PER_HEAD
+    for t in range(TERMS_PER_HEAD):
+        part = heads[..., t * n:(t + 1) * n]
+        mean = part.reshape(-1, n).mean(axis=0)
+        norm = np.linalg.norm(mean)
+        if norm > 0:
+            mean /= norm
+            part -= (part @ mean)[..., None] * mean
+    return heads / np.maximum(np.linalg.norm(heads, axis=-1, keepdims=True), 1e-300)
+
+
+def matched(S: np.ndarray) -> float:
+    """Sum of the best one-to-one matching of the rows and columns of a head-similarity matrix."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(S, maximize=True)
+    return float(S[rows, cols].sum())
+
+
+def head_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
+    """(La, Lb): 100 × the matched cosine of every published layer's heads (La, Ha, 2n) with every
+    suspect layer's (Lb, Hb, 2n): the summed cosine of the best matching divided by √(Ha·Hb), so
+    a layer and its copy score 100 whatever the order of their heads."""
+    a, b = centred(published), centred(suspect)
+    cos = np.einsum("ihn,jgn->ijhg", a, b)  # (La, Lb, Ha, Hb)
+    scale = 100.0 / math.sqrt(a.shape[1] * b.shape[1])
+    return np.array([[scale * matched(cos[i, j]) for j in range(cos.shape[1])] for i in range(cos.shape[0])])
