@@ -1,11 +1,13 @@
 """Time of `zkfp identify` for an FP.json suspect against a registry of 10,000 fingerprints.
 
-    python benchmarks/identify_speed.py [--entries 10000] [--layers 32] [--invariants-every 10] [--repeats 5] [--dir DIR]
+    python benchmarks/identify_speed.py [--entries 10000] [--layers 32] [--invariants-every 10] [--heads H] [--repeats 5] [--dir DIR]
 
 The registry is filled with synthetic fingerprints of a `--layers`-deep model (default 32, a
 7B's depth): Gaussian v (64 per layer) and, for one entry in `--invariants-every`, Gaussian
 invariants (3·16·15 = 720 per layer, float32) as a plain FP.json carries them; the others are
-v-only, as a proof bundle is. All are on the spec's token list, so every entry is ranked, with
+v-only, as a proof bundle is. With `--heads H`, the entries with invariants also carry per-head
+vectors (H heads a layer, 480 numbers each; fingerprint.heads), as does the suspect, so identify
+scores its best `identify.HEADS_RESCORED` entries on them. All are on the spec's token list, so every entry is ranked, with
 its layers aligned to the suspect's (one dynamic programme over the group). The suspect (an
 FP.json with invariants) has one layer fewer than the entries, as a depth-pruned offspring would.
 The values do not matter for timing, only the shapes and the count. Measured, each in a fresh
@@ -51,7 +53,7 @@ print(json.dumps({{"import_s": t_import, "read_s": t_read, "identify_s": t_ident
 """
 
 
-def build(path: Path, n: int, layers: int, invariants_every: int) -> float:
+def build(path: Path, n: int, layers: int, invariants_every: int, heads: int = 0) -> float:
     import numpy as np
 
     from fingerprint import spec
@@ -63,9 +65,11 @@ def build(path: Path, n: int, layers: int, invariants_every: int) -> float:
     t = time.perf_counter()
     with Registry(path) as reg:
         for i in range(n):
-            inv = [float(x) for x in g.standard_normal(spec.invariant_length(layers))] if i % invariants_every == 0 else None
+            local = i % invariants_every == 0
+            inv = [float(x) for x in g.standard_normal(spec.invariant_length(layers))] if local else None
+            per_head = [float(x) for x in g.standard_normal(layers * heads * spec.head_length())] if local and heads else None
             reg.add(Fingerprint(spec=s, token_ids=ids, v=[float(x) for x in g.standard_normal(spec.M_DIM * layers)],
-                                invariants=inv), f"model-{i:05d}", source="synthetic")
+                                invariants=inv, heads=per_head), f"model-{i:05d}", source="synthetic")
     return time.perf_counter() - t
 
 
@@ -86,8 +90,12 @@ def suspect_file(path: Path, registry: Path, target: str) -> Path:
     v = keep(group.v[i] + 0.3 * g.standard_normal(spec.M_DIM * layers))
     row = int(group.has_invariants[:i].sum())  # `invariants` holds only the entries that carry them
     inv = keep(group.invariants[row] + 0.5 * g.standard_normal(spec.invariant_length(layers)))
+    heads = group.heads[i]
+    if heads is not None:
+        heads = (heads[:-1] + 0.5 * g.standard_normal(heads[:-1].shape)).reshape(-1)
     save(Fingerprint(spec=spec.spec_dict(layers - 1), token_ids=list(group.token_ids), v=[float(x) for x in v],
-                     invariants=[float(x) for x in inv]), path)
+                     invariants=[float(x) for x in inv], heads=None if heads is None else [float(x) for x in heads]),
+         path)
     return path
 
 
@@ -104,15 +112,16 @@ def main() -> None:
     ap.add_argument("--entries", type=int, default=10_000)
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--invariants-every", type=int, default=10)
+    ap.add_argument("--heads", type=int, default=0, help="per-head vectors of H heads a layer on the entries with invariants")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--dir", help="keep the registry here (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="zkfp-identify-") as tmp:
         root = Path(args.dir or tmp)
         root.mkdir(parents=True, exist_ok=True)
-        reg = root / f"registry-{args.entries}-{args.layers}-{args.invariants_every}.sqlite"
+        reg = root / f"registry-{args.entries}-{args.layers}-{args.invariants_every}-{args.heads}.sqlite"
         if not reg.exists():
-            secs = build(reg, args.entries, args.layers, args.invariants_every)
+            secs = build(reg, args.entries, args.layers, args.invariants_every, args.heads)
             print(f"built {reg.name}: {args.entries} entries in {secs:.1f} s "
                   f"({1000 * secs / args.entries:.2f} ms per add, one transaction each), "
                   f"{reg.stat().st_size / 2**20:.1f} MiB")

@@ -57,6 +57,7 @@ def head_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
     suspect layer's (Lb, Hb, 2n): the summed cosine of the best matching divided by √(Ha·Hb), so
     a layer and its copy score 100 whatever the order of their heads."""
     a, b = centred(published), centred(suspect)
-    cos = np.einsum("ihn,jgn->ijhg", a, b)  # (La, Lb, Ha, Hb)
-    scale = 100.0 / math.sqrt(a.shape[1] * b.shape[1])
-    return np.array([[scale * matched(cos[i, j]) for j in range(cos.shape[1])] for i in range(cos.shape[0])])
+    (la, ha, n), (lb, hb, _) = a.shape, b.shape
+    cos = (a.reshape(la * ha, n) @ b.reshape(lb * hb, n).T).reshape(la, ha, lb, hb)  # one product, every head pair
+    scale = 100.0 / math.sqrt(ha * hb)
+    return np.array([[scale * matched(cos[i, :, j]) for j in range(lb)] for i in range(la)])

@@ -10,11 +10,12 @@ comparable with the reason.
 Within a group (one spec, token list and depth) the per-layer similarities are one matrix
 product and the layer alignments one dynamic programme over the whole group
 (`fingerprint.compare.aligned_scores`), on the invariants where both sides carry them, on v
-otherwise, each with its calibrated verdict; an entry whose per-head vectors both sides carry is
-scored on them instead (`fingerprint.heads`: one matching of heads per pair of layers, entry by
-entry). Entries are ranked by `compare.null_z` — standard
-deviations above the zoo's unrelated pairs — which puts invariant and v scores, and both MLP
-kinds, on one scale; within one basis and kind that is the order of the similarity.
+otherwise, each with its calibrated verdict; where both sides carry per-head vectors, the best
+HEADS_RESCORED entries of a group are then scored on them instead (`fingerprint.heads`: one
+matching of heads per pair of layers, entry by entry, too slow to run on thousands). Entries are
+ranked by `compare.null_z` — standard deviations above the zoo's unrelated pairs — which puts
+every basis and both MLP kinds on one scale; within one basis and kind that is the order of the
+similarity.
 
 Registry entries are fingerprints. Where the published release of an entry is at hand — recorded
 in the registry (`zkfp registry add … --release DIR`) or given (`releases`, `zkfp identify
@@ -180,16 +181,10 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         rows = group.has_invariants
         sim[rows] = scores(group.invariants, fp.layer_invariants())
         basis[rows] = "invariants"
-    if fp.heads is not None and C.can_match_heads():
-        from fingerprint.heads import head_similarities
-
-        mine = fp.layer_heads()
-        for i, theirs in enumerate(group.heads):
-            if theirs is not None:
-                sim[i] = C.aligned_scores(head_similarities(theirs, mine)[None])[0]
-                basis[i] = "heads"
-    note = RENUMBERED if list(fp.token_ids) != list(group.token_ids) else None
     tied = np.array([C.tied(e.model, fp.model) for e in group.entries], dtype=bool)
+    if fp.heads is not None and C.can_match_heads():
+        _rescore_on_heads(group, fp, sim, basis, tied)
+    note = RENUMBERED if list(fp.token_ids) != list(group.token_ids) else None
     out = []
     for b, t_ in itertools.product(("heads", "invariants", "v"), (False, True)):
         idx = np.flatnonzero((basis == b) & (tied == t_))
@@ -205,6 +200,24 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
                              basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key, note=note,
                              false_positive_rate=fpr))
     return out
+
+
+HEADS_RESCORED = 16  # entries per group scored on their heads: the best by the invariants or v
+
+
+def _rescore_on_heads(group: Group, fp: Fingerprint, sim: np.ndarray, basis: np.ndarray, tied: np.ndarray) -> None:
+    """Score on the heads, in place, the HEADS_RESCORED entries that carry them and rank highest on
+    the invariants or v (standard deviations above their null). The heads take one matching of
+    heads per pair of layers, entry by entry (a 32-layer, 32-head pair: ~50 ms), so a registry of
+    thousands is ranked on the matrix products first; the heads then decide among its best."""
+    from fingerprint.heads import head_similarities
+
+    carry = [i for i, h in enumerate(group.heads) if h is not None]
+    z = {i: float(C.null_z(sim[i], C.thresholds(group.spec, basis[i], bool(tied[i])))) for i in carry}
+    mine = fp.layer_heads()
+    for i in sorted(carry, key=lambda i: -z[i])[:HEADS_RESCORED]:
+        sim[i] = C.aligned_scores(head_similarities(group.heads[i], mine)[None])[0]
+        basis[i] = "heads"
 
 
 RELEASE_MATCH = 99.0  # a release's float v against its registered v (the demo's proven v: 99.999)

@@ -135,3 +135,22 @@ def test_the_registry_keeps_the_heads_and_identify_scores_them_as_compare_does(t
         assert (matches[name].basis, matches[name].verdict) == ("heads", expected["verdict"])
         assert matches[name].similarity == pytest.approx(expected["similarity"], abs=1e-3)
     assert (matches["base"].verdict, matches["stranger"].verdict) == ("same-lineage", "unrelated")
+
+
+def test_identify_scores_only_the_best_entries_on_their_heads(tmp_path, monkeypatch):
+    """Matching heads costs a linear assignment per pair of layers, so identify ranks a registry on
+    the invariants first and scores its best HEADS_RESCORED entries on their heads."""
+    from fingerprint import identify as I
+    from fingerprint.registry import Registry
+
+    base = _fingerprint(_heads(20), 1)
+    near = fpjson.from_json(dict(base.to_json(), v=list(np.asarray(base.v) + 0.1),
+                                 invariants=list(np.asarray(base.invariants) + 0.1)), "near")  # best on invariants
+    far = _fingerprint(_heads(21), 2)
+    monkeypatch.setattr(I, "HEADS_RESCORED", 1)
+    with Registry(tmp_path / "r.sqlite") as reg:
+        reg.add(near, "near", source="test")
+        reg.add(far, "far", source="test")
+        fpjson.save(base, tmp_path / "suspect.json")
+        matches = {m.name: m for m in I.identify(tmp_path / "suspect.json", reg).matches}
+    assert (matches["near"].basis, matches["far"].basis) == ("heads", "invariants")
