@@ -5,7 +5,8 @@
 Writes (once) a Llama checkpoint with Llama-2-7B's tensor shapes (hidden 4096, intermediate
 11008, vocab 32000, 32 heads) but only `--layers` blocks, fp16, sharded one file per block,
 directly with safetensors. Then measures, each in a fresh process: the import baseline,
-`fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them),
+`fingerprint.extract` (lazy per-tensor reads, every layer, as the spec reads them; and with the
+per-head terms replaced by zeros, to price them in the same run),
 `fingerprint.weights.compare_weights` of the checkpoint with itself (both sides read; and with the
 whitening replaced by the identity, or the gauge left out, to price each in the same run) and the HuRef
 way (load the whole model in fp32 with transformers, then compute the terms of the last two
@@ -91,7 +92,10 @@ threading.Thread(target=sample, daemon=True).start()
 anon_before = status("RssAnon:")
 read_before = disk_read_mb()
 t = time.time()
-if mode == "zkfp":
+if mode.startswith("zkfp"):
+    if mode == "zkfp-without-heads":  # the per-head terms replaced by zeros: the baseline that prices them
+        from fingerprint import invariants as inv
+        inv.head_terms = lambda q, k, v, Wo, X, heads: torch.zeros(heads, 2, len(X), len(X))
     fp = E.extract(path)
 elif mode.startswith("weights"):  # fingerprint.weights against itself: both sides read, bases aligned, sketched
     from fingerprint import weights as W
@@ -134,7 +138,8 @@ def measure(mode: str, path: Path, k: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=32)
-    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, huref, weights, weights-unwhitened, weights-without-gauge")
+    ap.add_argument("--modes", default="zkfp", help="comma-separated: zkfp, zkfp-without-heads, huref, weights, "
+                                                     "weights-unwhitened, weights-without-gauge")
     ap.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "zkfp-7b-shaped"))
     ap.add_argument("--huref-tokens", type=int, default=16, help="tokens for the HuRef run (HuRef uses 4096)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fingerprint_memory.json"))
@@ -151,6 +156,7 @@ def main(argv=None) -> int:
     fp32_read = (args.layers * (4 * 4096 * 4096 + 3 * 4096 * 11008)) * 4 / 2**20
     print("\n| method | time (s) | peak RSS (MiB) | above RSS after imports (MiB) | peak anonymous memory above imports (MiB) | read from disk (MiB) |\n|---|---|---|---|---|---|")
     for mode, label in (("zkfp", f"zkfp (lazy, per tensor, all {args.layers} layers)"),
+                        ("zkfp-without-heads", "the same with the per-head terms left out"),
                         ("huref", "HuRef way (whole model fp32, last two layers)"),
                         ("weights", f"weights compare (both sides, all {args.layers} layers, sketch r = 256)"),
                         ("weights-unwhitened", "the same with the whitening replaced by the identity")):

@@ -47,12 +47,12 @@ def terms_from_source(src, token_ids: list[int], layers: list[int] | None = None
             # X is canonical (centred for LayerNorm), so X·(W·diag(g)·C)ᵀ = (X ⊙ g)·Wᵀ and
             # X·(C·W_out) = X·W_out: folding into X avoids copying any weight matrix.
             Xa, Xm = X * g_att, X * g_mlp
-            q, k = _project(Xa, src.weight("q", i)), _project(Xa, src.weight("k", i))
-            m_a = q @ inv.expand_kv(k, d.heads, d.kv_heads).T
-            v = inv.expand_kv(_project(Xa, src.weight("v", i)), d.heads, d.kv_heads)
+            q = _project(Xa, src.weight("q", i))
+            k, v = (inv.expand_kv(_project(Xa, src.weight(name, i)), d.heads, d.kv_heads) for name in ("k", "v"))
+            m_a = q @ k.T
             w_o = src.weight("o", i)
             m_b = _project(v, w_o) @ X.T
-            per_head.append(inv.head_terms(q, inv.expand_kv(k, d.heads, d.kv_heads), v, w_o, X, d.heads))
+            per_head.append(inv.head_terms(q, k, v, w_o, X, d.heads))
             hidden = _project(Xm, src.weight("up", i))
             if src.has_gate():
                 hidden = _project(Xm, src.weight("gate", i)) * hidden

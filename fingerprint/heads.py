@@ -56,8 +56,13 @@ def head_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
     """(La, Lb): 100 × the matched cosine of every published layer's heads (La, Ha, 2n) with every
     suspect layer's (Lb, Hb, 2n): the summed cosine of the best matching divided by √(Ha·Hb), so
     a layer and its copy score 100 whatever the order of their heads."""
-    a, b = centred(published), centred(suspect)
+    return matched_similarities(centred(published), centred(suspect))
+
+
+def matched_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """head_similarities of two models' heads already `centred` (identify centres the suspect once)."""
     (la, ha, n), (lb, hb, _) = a.shape, b.shape
-    cos = (a.reshape(la * ha, n) @ b.reshape(lb * hb, n).T).reshape(la, ha, lb, hb)  # one product, every head pair
+    flat_a, flat_b = (x.reshape(-1, n).astype(np.float32) for x in (a, b))  # cosines need no more than float32
+    cos = np.ascontiguousarray((flat_a @ flat_b.T).reshape(la, ha, lb, hb).transpose(0, 2, 1, 3))  # every head pair
     scale = 100.0 / math.sqrt(ha * hb)
-    return np.array([[scale * matched(cos[i, :, j]) for j in range(lb)] for i in range(la)])
+    return np.array([[scale * matched(cos[i, j]) for j in range(lb)] for i in range(la)])

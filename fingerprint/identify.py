@@ -208,15 +208,15 @@ HEADS_RESCORED = 16  # entries per group scored on their heads: the best by the 
 def _rescore_on_heads(group: Group, fp: Fingerprint, sim: np.ndarray, basis: np.ndarray, tied: np.ndarray) -> None:
     """Score on the heads, in place, the HEADS_RESCORED entries that carry them and rank highest on
     the invariants or v (standard deviations above their null). The heads take one matching of
-    heads per pair of layers, entry by entry (a 32-layer, 32-head pair: ~50 ms), so a registry of
-    thousands is ranked on the matrix products first; the heads then decide among its best."""
-    from fingerprint.heads import head_similarities
+    heads per pair of layers, entry by entry (a 32-layer, 32-head pair: about 0.1 s), so a registry
+    of thousands is ranked on the matrix products first; the heads then decide among its best."""
+    from fingerprint.heads import centred, matched_similarities
 
     carry = [i for i, h in enumerate(group.heads) if h is not None]
     z = {i: float(C.null_z(sim[i], C.thresholds(group.spec, basis[i], bool(tied[i])))) for i in carry}
-    mine = fp.layer_heads()
+    mine = centred(fp.layer_heads())
     for i in sorted(carry, key=lambda i: -z[i])[:HEADS_RESCORED]:
-        sim[i] = C.aligned_scores(head_similarities(group.heads[i], mine)[None])[0]
+        sim[i] = C.aligned_scores(matched_similarities(centred(group.heads[i]), mine)[None])[0]
         basis[i] = "heads"
 
 

@@ -85,8 +85,10 @@ def head_terms(q: Tensor, k: Tensor, v: Tensor, Wo: Tensor, X: Tensor, heads: in
     expanded to the query heads (expand_kv), all (k, heads·hd); Wo is (d, heads·hd)."""
     n = q.shape[0]
     q, k, v = (t.reshape(n, heads, -1).transpose(0, 1) for t in (q, k, v))  # (H, k, hd)
-    Wo = Wo.to(q.dtype).reshape(Wo.shape[0], heads, -1).transpose(0, 1)  # (H, d, hd)
-    return torch.stack([q @ k.transpose(1, 2), (v @ Wo.transpose(1, 2)) @ X.T], dim=1)
+    hd = q.shape[-1]
+    # one head's columns of W_o converted at a time: a bf16 checkpoint's W_o is never copied whole
+    vo = torch.stack([v[h] @ Wo[:, h * hd:(h + 1) * hd].to(v.dtype).T for h in range(heads)])  # (H, k, d)
+    return torch.stack([q @ k.transpose(1, 2), vo @ X.T], dim=1)
 
 
 def term_mlp_gated(X: Tensor, Wgate: Tensor, Wup: Tensor, Wdown: Tensor) -> Tensor:
@@ -148,10 +150,8 @@ def head_vectors(head_terms: Tensor) -> Tensor:
     separately, as the invariants read the sums."""
     k = head_terms.shape[-1]
     idx = torch.tensor(off_diagonal(k))
-    flat = head_terms.reshape(*head_terms.shape[:-2], k * k)[..., idx]
-    flat = flat - flat.mean(dim=-1, keepdim=True)
-    flat = flat / flat.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp_min(1e-30)
-    return flat.reshape(*head_terms.shape[:2], -1)
+    terms = head_terms.reshape(-1, k * k)[:, idx]
+    return torch.stack([zscore(t) for t in terms]).reshape(*head_terms.shape[:2], -1)
 
 
 def ics(a: Tensor, b: Tensor) -> float:
