@@ -84,11 +84,11 @@ def head_terms(q: Tensor, k: Tensor, v: Tensor, Wo: Tensor, X: Tensor, heads: in
     the summands of M_a and M_b (fingerprint.heads). `q` = X W_qᵀ and `k`, `v` = X W_{k,v}ᵀ already
     expanded to the query heads (expand_kv), all (k, heads·hd); Wo is (d, heads·hd)."""
     n = q.shape[0]
-    q, k, v = (t.reshape(n, heads, -1).transpose(0, 1) for t in (q, k, v))  # (H, k, hd)
-    hd = q.shape[-1]
-    # one head's columns of W_o converted at a time: a bf16 checkpoint's W_o is never copied whole
-    vo = torch.stack([v[h] @ Wo[:, h * hd:(h + 1) * hd].to(v.dtype).T for h in range(heads)])  # (H, k, d)
-    return torch.stack([q @ k.transpose(1, 2), vo @ X.T], dim=1)
+    q, k, v = (t.reshape(n, heads, -1) for t in (q, k, v))  # (k, H, hd)
+    # W_o a block of rows at a time, as extract reads weights: a bf16 W_o is never copied whole in fp32
+    vo = torch.cat([torch.einsum("khc,rhc->hkr", v, block.to(v.dtype).reshape(len(block), heads, -1))
+                    for block in Wo.split(1024)], dim=2)  # (H, k, d)
+    return torch.stack([torch.einsum("ihc,jhc->hij", q, k), vo @ X.T], dim=1)
 
 
 def term_mlp_gated(X: Tensor, Wgate: Tensor, Wup: Tensor, Wdown: Tensor) -> Tensor:
