@@ -40,7 +40,8 @@ from zkfp.errors import FingerprintError
 # 30-32 against its relatives, hence the low plain `unrelated`. Under zkfp-fp/3 (no diagonals) the
 # gated nulls top out at 27.8 / 31.0, so the gated `related` is 35 / 40 on the fingerprint bases (the
 # rule keeps it 5 above every unrelated pair); the weights' bases keep a floor of 50 (shared
-# initialisations, see the rule). Gated rows: the pool rebuilt on 2026-12-02 (h256 included).
+# initialisations, see the rule). Gated rows: the pool rebuilt on 2026-12-02 (h256 included); plain
+# rows: GPT-2's populations and h256 retrained on 2026-12-02, the rule applied to that pool.
 # "heads" (fingerprint.heads: heads matched, each model's shared mean removed) is the rule's output on the
 # same pools scored again with it: its nulls are low in every family, tied heads included.
 # null_mean/null_sd describe the
@@ -54,11 +55,11 @@ THRESHOLDS = {
               "v": {"related": 40.0, "unrelated": 30.0, "null_mean": 13.6, "null_sd": 5.4},
               "weights": {"related": 50.0, "unrelated": 5.0, "null_mean": 1.5, "null_sd": 0.8},
               "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 2.7, "null_sd": 2.1}},
-    "plain": {"heads": {"related": 40.0, "unrelated": 30.0, "null_mean": 21.3, "null_sd": 4.0},
-              "invariants": {"related": 95.0, "unrelated": 30.0, "null_mean": 38.5, "null_sd": 13.2},
-              "v": {"related": 85.0, "unrelated": 25.0, "null_mean": 36.4, "null_sd": 12.1},
-              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 5.9, "null_sd": 3.2},
-              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.6, "null_sd": 4.0}},
+    "plain": {"heads": {"related": 45.0, "unrelated": 20.0, "null_mean": 19.0, "null_sd": 4.8},
+              "invariants": {"related": 95.0, "unrelated": 25.0, "null_mean": 37.8, "null_sd": 13.6},
+              "v": {"related": 90.0, "unrelated": 25.0, "null_mean": 35.2, "null_sd": 12.8},
+              "weights": {"related": 50.0, "unrelated": 20.0, "null_mean": 6.0, "null_sd": 3.1},
+              "gauge": {"related": 50.0, "unrelated": 10.0, "null_mean": 12.7, "null_sd": 4.0}},
     # Gated MLP with the output head tied to the embedding (Llama-3.2-1B, Qwen2-0.5B, SmolLM2): the rule on
     # a pool of tied Llamas (zoo_build.py --families llama-tied, null_populations.py --families llama-tied),
     # whose seed twins look alike on the fingerprints as GPT-2's do (up to 78.2 / 80.8 on the toy
