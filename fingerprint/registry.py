@@ -2,8 +2,8 @@
 
 Each entry is a fingerprint under a unique name: its spec, token ids, v and (for a plain FP.json
 that carries them) the invariants and the per-head vectors, as float32 blobs so that `identify`
-ranks thousands of them with one matrix product (the heads, entry by entry: fingerprint.heads). An entry is *proven* when it was admitted from a proof bundle that
-verified (`verifier.verify_bundle`); it then records the bundle's commitment digest and the kind
+ranks thousands of them with one matrix product (the heads, entry by entry: fingerprint.heads).
+An entry is *proven* when it was admitted from a proof bundle that verified (`verifier.verify_bundle`); it then records the bundle's commitment digest and the kind
 of SRS the proof was checked under. A plain FP.json is stored as unproven. An entry may also
 record where its published release is (`add_file(..., release=DIR)`, checked when added): `identify`
 then scores a model suspect against that entry on the weights (`fingerprint.weights`).
@@ -162,7 +162,7 @@ class Registry:
                                 f"reads schema {SCHEMA_VERSION}): upgrade zkfp to use it")
         if "meta" not in tables or self._format() != FORMAT or version < 1:
             raise RegistryError(f"{self.path} is not a zkfp registry (an SQLite file without the zkfp registry tag)")
-        # read-only, an older file is read as it is: its entries record no release or tokens
+        # read-only, an older file is read as it is: its entries record no release, tokens or heads
         self._columns = self._ENTRY_COLUMNS + "".join(
             ", " + (_ADDED_COLUMNS[v].split()[0] if version >= v else "NULL") for v in _ENTRY_COLUMNS_ADDED)
         self._heads = "heads" if version >= 4 else "NULL"

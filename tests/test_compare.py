@@ -87,6 +87,8 @@ def base(tiny_models):
     (lambda m, L: L.insert_layer_copy(m, 2, identity=True), 300 / np.sqrt(12)),
 ])
 def test_structural_derivations_keep_the_published_layers(base, tmp_path, derive, expected):
+    from dataclasses import replace
+
     from transformers import AutoModelForCausalLM
 
     from fingerprint import extract as E
@@ -96,9 +98,14 @@ def test_structural_derivations_keep_the_published_layers(base, tmp_path, derive
     published = E.extract(base)
     child = save(derive(AutoModelForCausalLM.from_pretrained(base), lineage), tmp_path / "child")
     suspect = E.extract(child, token_ids=published.token_ids)
-    result = C.compare(published, suspect)
-    assert result["similarity"] == pytest.approx(expected, abs=1e-3)
-    assert all(s > 99.99 for _i, _j, s in result["layers"]["aligned"])
+    exact = C.compare(replace(published, heads=None), replace(suspect, heads=None))
+    assert exact["basis"] == "invariants" and exact["similarity"] == pytest.approx(expected, abs=1e-3)
+    assert all(s > 99.99 for _i, _j, s in exact["layers"]["aligned"])
+    # On the heads each model's shared part, removed first, moves with its layers: a third of a
+    # 3-layer model's heads dropped costs up to 4 points more than the layer's share.
+    heads = C.compare(published, suspect)
+    assert heads["basis"] == "heads" and expected - 5 < heads["similarity"] < expected + 0.5
+    assert [p[:2] for p in heads["layers"]["aligned"]] == [p[:2] for p in exact["layers"]["aligned"]]
 
 
 def test_fingerprint_files_of_different_depths_compare(base, tmp_path):

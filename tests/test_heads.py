@@ -154,3 +154,9 @@ def test_identify_scores_only_the_best_entries_on_their_heads(tmp_path, monkeypa
         fpjson.save(base, tmp_path / "suspect.json")
         matches = {m.name: m for m in I.identify(tmp_path / "suspect.json", reg).matches}
     assert (matches["near"].basis, matches["far"].basis) == ("heads", "invariants")
+
+
+def test_a_model_of_one_head_keeps_it():
+    """With a single head there is no shared part to remove: a copy still scores 100."""
+    A = _heads(30, layers=1, heads=1)
+    assert head_similarities(A, A)[0, 0] == pytest.approx(100.0)
