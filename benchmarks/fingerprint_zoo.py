@@ -95,15 +95,7 @@ def score(a, b, method: str) -> float:
     if method in ("weights", "gauge"):
         result = _weights(str(a["path"]), str(b["path"]))
         return result["similarity" if method == "weights" else "gauge"]
-    if method == "heads":
-        from fingerprint.heads import head_similarities
-
-        S = head_similarities(a["fp"].layer_heads(), b["fp"].layer_heads())
-    else:
-        pa, pb = (a["fp"].layer_invariants(), b["fp"].layer_invariants()) if method == "invariants" else \
-            (a["fp"].layer_v(), b["fp"].layer_v())
-        S = C.layer_similarities(pa, pb)
-    return float(C.aligned_scores(S[None])[0])
+    return float(C.aligned_scores(C.basis_similarities(a["fp"], b["fp"], method)[None])[0])
 
 
 @functools.lru_cache(maxsize=4)

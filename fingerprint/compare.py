@@ -216,18 +216,30 @@ def scored(S: np.ndarray, basis: str, t: dict) -> dict:
             "false_positive_rate": implied_fpr(t["related"], t["null_mean"], t["null_sd"])}
 
 
+def basis_of(published: Fingerprint, suspect: Fingerprint) -> str:
+    """The basis two fingerprints are compared on: the heads where both carry them (and scipy is
+    there to match them), else the invariants where both carry them, else v."""
+    if published.heads is not None and suspect.heads is not None and can_match_heads():
+        return "heads"
+    return "invariants" if published.invariants is not None and suspect.invariants is not None else "v"
+
+
+def basis_similarities(published: Fingerprint, suspect: Fingerprint, basis: str) -> np.ndarray:
+    """(published layers, suspect layers) similarities on `basis` ("heads", "invariants" or "v")."""
+    if basis == "heads":
+        from fingerprint.heads import head_similarities
+
+        return head_similarities(published.layer_heads(), suspect.layer_heads())
+    layers = Fingerprint.layer_invariants if basis == "invariants" else Fingerprint.layer_v
+    return layer_similarities(layers(published), layers(suspect))
+
+
 def compare(published: Fingerprint, suspect: Fingerprint) -> dict:
     """How much of `published` is found in `suspect`: the aligned score, its verdict, the alignment."""
     check_compatible(published, suspect)
-    S_v = layer_similarities(published.layer_v(), suspect.layer_v())
-    if published.heads is not None and suspect.heads is not None and can_match_heads():
-        from fingerprint.heads import head_similarities
-
-        basis, S = "heads", head_similarities(published.layer_heads(), suspect.layer_heads())
-    elif published.invariants is not None and suspect.invariants is not None:
-        basis, S = "invariants", layer_similarities(published.layer_invariants(), suspect.layer_invariants())
-    else:
-        basis, S = "v", S_v
+    S_v = basis_similarities(published, suspect, "v")
+    basis = basis_of(published, suspect)
+    S = S_v if basis == "v" else basis_similarities(published, suspect, basis)
     tied_ = tied(published.model, suspect.model)
     return {**scored(S, basis, thresholds(published.spec, basis, tied_)), "tied": tied_,
             "v_similarity": round(float(aligned_scores(S_v[None])[0]), 4),

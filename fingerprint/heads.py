@@ -34,13 +34,13 @@ def centred(heads: np.ndarray) -> np.ndarray:
     norm: what is left is how the model's heads differ from one another."""
     heads = np.array(heads, dtype=np.float64)
     n = heads.shape[-1] // TERMS_PER_HEAD
-    for t in range(TERMS_PER_HEAD if heads.shape[0] * heads.shape[1] > 1 else 0):  # one head: nothing to set it against
+    shared = heads.shape[0] * heads.shape[1] > 1  # a single head has nothing to set it against
+    for t in range(TERMS_PER_HEAD if shared else 0):
         part = heads[..., t * n:(t + 1) * n]
         mean = part.reshape(-1, n).mean(axis=0)
         norm = np.linalg.norm(mean)
         if norm > 0:
-            mean /= norm
-            part -= (part @ mean)[..., None] * mean
+            part -= (part @ (mean / norm))[..., None] * (mean / norm)
     return heads / np.maximum(np.linalg.norm(heads, axis=-1, keepdims=True), 1e-300)
 
 
