@@ -83,14 +83,14 @@ def suspect_file(path: Path, registry: Path, target: str) -> Path:
 
     with Registry(registry, create=False) as reg:
         group = reg.groups()[0]
-    i = next(j for j, e in enumerate(group.entries) if e.name == target)
+        i = next(j for j, e in enumerate(group.entries) if e.name == target)
+        heads = group.heads[i]
     g = np.random.default_rng(1)
     layers = group.spec["layers"]
     keep = lambda x: x.reshape(layers, -1)[:-1].reshape(-1)  # noqa: E731 - the last layer dropped
     v = keep(group.v[i] + 0.3 * g.standard_normal(spec.M_DIM * layers))
     row = int(group.has_invariants[:i].sum())  # `invariants` holds only the entries that carry them
     inv = keep(group.invariants[row] + 0.5 * g.standard_normal(spec.invariant_length(layers)))
-    heads = group.heads[i]
     if heads is not None:
         heads = (heads[:-1] + 0.5 * g.standard_normal(heads[:-1].shape)).reshape(-1)
     save(Fingerprint(spec=spec.spec_dict(layers - 1), token_ids=list(group.token_ids), v=[float(x) for x in v],

@@ -61,8 +61,34 @@ def head_similarities(published: np.ndarray, suspect: np.ndarray) -> np.ndarray:
 
 def matched_similarities(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """head_similarities of two models' heads already `centred` (identify centres the suspect once)."""
+    cos, scale = _head_cosines(a, b)
+    return np.array([[scale * matched(cos[i, j]) for j in range(cos.shape[1])] for i in range(cos.shape[0])])
+
+
+def aligned_score(a: np.ndarray, b: np.ndarray) -> float:
+    """compare.aligned_scores of matched_similarities(a, b), computing only the matchings that the
+    best alignment of layers passes through (identify scores many entries this way).
+
+    A pair of layers' matched sum is at most the sum of each row's best cosine, and of each
+    column's. Align on those bounds, replace the bounds of the pairs taken by their matchings, and
+    repeat until the alignment takes matched pairs only: it is then the best alignment of the
+    matched sums too, since every other pair's bound is at least its matched sum. Two 32-layer,
+    32-head models: about 30 of the 1,024 matchings when related, 160 when not."""
+    from fingerprint.compare import aligned_scores, alignment
+
+    cos, scale = _head_cosines(a, b)
+    S = scale * np.minimum(cos.max(axis=3).sum(axis=2), cos.max(axis=2).sum(axis=2)).astype(np.float64)
+    exact = np.zeros(S.shape, dtype=bool)
+    while todo := [(i, j) for i, j in alignment(S) if not exact[i, j]]:
+        for i, j in todo:
+            S[i, j], exact[i, j] = scale * matched(cos[i, j]), True
+    return float(aligned_scores(S[None])[0])
+
+
+def _head_cosines(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float]:
+    """(La, Lb, Ha, Hb) cosines of every head pair of two centred models, and the 100/√(Ha·Hb) that
+    makes a layer's matched sum a score."""
     (la, ha, n), (lb, hb, _) = a.shape, b.shape
     flat_a, flat_b = (x.reshape(-1, n).astype(np.float32) for x in (a, b))  # cosines need no more than float32
-    cos = np.ascontiguousarray((flat_a @ flat_b.T).reshape(la, ha, lb, hb).transpose(0, 2, 1, 3))  # every head pair
-    scale = 100.0 / math.sqrt(ha * hb)
-    return np.array([[scale * matched(cos[i, j]) for j in range(lb)] for i in range(la)])
+    cos = (flat_a @ flat_b.T).reshape(la, ha, lb, hb).transpose(0, 2, 1, 3)  # a view: most pairs need only bounds
+    return cos, 100.0 / math.sqrt(ha * hb)

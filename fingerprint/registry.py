@@ -105,7 +105,28 @@ class Group:
     v: np.ndarray                  # (n, m · layers) float32
     invariants: np.ndarray | None  # (entries that carry them, len) float32, in entry order
     has_invariants: np.ndarray     # (n,) bool: which entries carry invariants (the rows of `invariants`)
-    heads: list                    # per entry, its (layers, heads, 2k(k−1)) float32 per-head vectors or None
+    heads: StoredHeads             # per entry, its (layers, heads, 2k(k−1)) float32 per-head vectors or None
+
+
+class StoredHeads:
+    """A group's per-head vectors, each entry's read from the registry when asked: a 7B-shaped
+    entry's are 2 MiB, and identify scores only a group's best entries on them. `carries` says
+    which entries have them (as of `groups()`); an entry removed since reads as None."""
+
+    def __init__(self, read, rowids: list[int], carries: np.ndarray, spec: dict):
+        self._read, self._rowids, self.carries, self._spec = read, rowids, carries, spec
+
+    def __len__(self) -> int:
+        return len(self._rowids)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, i: int) -> np.ndarray | None:
+        if not self.carries[i]:
+            return None
+        blob = self._read(self._rowids[i])
+        return None if blob is None else _heads(blob, self._spec)
 
 
 def fingerprint_digest(fp: Fingerprint) -> str:
@@ -260,25 +281,30 @@ class Registry:
         each copied into its row as it arrives. Holding every blob and joining them would touch the
         vectors' memory twice (10,000 fingerprints of a 32-layer model: 180 MiB)."""
         with self._snapshot():
-            rows = self._db.execute(f"SELECT rowid, {self._columns}, length(v), length(invariants) FROM fingerprints")
+            rows = self._db.execute(f"SELECT rowid, {self._columns}, length({self._heads}), length(v), "
+                                    "length(invariants) FROM fingerprints")
             by_key: dict[tuple[str, str, str], list] = {}
             for r in rows:
                 by_key.setdefault((r[4], r[3], r[12] or ""), []).append(r)
             parsed: dict[str, object] = {}  # one json.loads per distinct spec, token list and model text
             groups, slots = [], {}
             for _key, members in sorted(by_key.items()):
-                group, vector_rows = _empty_group(members, parsed)
+                group, vector_rows = _empty_group(members, parsed, self._stored_heads)
                 groups.append(group)
                 slots.update(vector_rows)
-            for rowid, v, invariants, heads in self._db.execute(
-                    f"SELECT rowid, v, invariants, {self._heads} FROM fingerprints"):
-                v_row, invariants_row, group, i = slots[rowid]
+            for rowid, v, invariants in self._db.execute("SELECT rowid, v, invariants FROM fingerprints"):
+                v_row, invariants_row = slots[rowid]
                 v_row[:] = np.frombuffer(v, dtype="<f4")
                 if invariants_row is not None:
                     invariants_row[:] = np.frombuffer(invariants, dtype="<f4")
-                if heads is not None:
-                    group.heads[i] = _heads(heads, group.spec)
         return groups
+
+    def _stored_heads(self, rowid: int) -> bytes | None:
+        try:
+            row = self._db.execute(f"SELECT {self._heads} FROM fingerprints WHERE rowid = ?", (rowid,)).fetchone()
+        except sqlite3.ProgrammingError:
+            raise RegistryError(f"registry {self.path} is closed: read a group's heads while it is open") from None
+        return None if row is None else row[0]
 
     def _snapshot(self) -> _Transaction:
         """A read transaction: what it reads is one state of the file, whatever others write meanwhile."""
@@ -324,10 +350,10 @@ def _entry(r, parsed: dict | None = None) -> Entry:
                  release=release, tokens=None if tokens is None else tuple(load(tokens)))
 
 
-def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple]]:
-    """A Group of the entry rows (rowid, columns…, length(v), length(invariants)) with its matrices
-    allocated, not filled; and each entry's rowid → its row of `v` and of `invariants` (None: it has
-    none), the group and the entry's place in it (for its heads)."""
+def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int, tuple]]:
+    """A Group of the entry rows (rowid, columns…, length(heads), length(v), length(invariants))
+    with its matrices allocated, not filled, and its heads read by `read_heads(rowid)` when asked;
+    and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
     invariants = None
@@ -336,10 +362,11 @@ def _empty_group(rows: list, parsed: dict) -> tuple[Group, dict[int, tuple]]:
                               dtype="<f4")
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
-                  invariants=invariants, has_invariants=has, heads=[None] * len(rows))
+                  invariants=invariants, has_invariants=has,
+                  heads=StoredHeads(read_heads, [r[0] for r in rows], np.array([r[-3] is not None for r in rows]),
+                                    entries[0].spec))
     invariant_rows = iter(() if invariants is None else invariants)
-    return group, {r[0]: (v_row, next(invariant_rows) if carries else None, group, i)
-                   for i, (r, v_row, carries) in enumerate(zip(rows, group.v, has))}
+    return group, {r[0]: (v_row, next(invariant_rows) if carries else None) for r, v_row, carries in zip(rows, group.v, has)}
 
 
 def _heads(blob: bytes, spec_: dict) -> np.ndarray:

@@ -145,6 +145,21 @@ def test_fingerprint_files_whose_v_is_not_whole_layers_or_whose_mlp_kind_is_unkn
         fpjson.load(tmp_path / "t.json")
 
 
+@pytest.mark.parametrize("bad", [True, float("nan"), float("inf"), "0.5", None, 10 ** 400, [0.5]],
+                         ids=["bool", "nan", "inf", "string", "null", "huge int", "list"])
+def test_fingerprint_files_whose_numbers_are_not_finite_numbers_are_refused(bad):
+    from fingerprint import fpjson, spec
+    from zkfp.errors import FingerprintError
+
+    v = [0.5] * (3 * spec.M_DIM)
+    good = {"format": fpjson.FORMAT, "spec": spec.spec_dict(layers=3), "token_ids": spec.select_tokens(4096), "v": v}
+    assert fpjson.from_json(dict(good, v=[np.float64(0.5), 1, *v[2:]]), "ok").v[:2] == [0.5, 1.0]
+    with pytest.raises(FingerprintError, match="v must be 64 × 3 layers = 192 finite numbers"):
+        fpjson.from_json(dict(good, v=[*v[:-1], bad]), "bad.json")
+    with pytest.raises(FingerprintError, match="invariants have the wrong length or non-finite values"):
+        fpjson.from_json(dict(good, invariants=[bad] * spec.invariant_length(3)), "bad.json")
+
+
 def test_thresholds_follow_the_published_models_mlp_kind():
     from fingerprint import spec
 

@@ -14,8 +14,8 @@ from fingerprint import compare as C
 from fingerprint import extract as E
 from fingerprint import fpjson, spec
 from fingerprint import invariants as inv
-from fingerprint.heads import centred, head_similarities
-from zkfp.errors import FingerprintError
+from fingerprint.heads import aligned_score, centred, head_similarities, matched_similarities
+from zkfp.errors import FingerprintError, RegistryError
 
 N = spec.head_length()
 
@@ -49,6 +49,24 @@ def test_layers_with_different_head_counts_compare():
     S = head_similarities(A, A[:, :2])  # two of the four heads kept: they match themselves, √(4·2) normalises
     assert np.diag(S) == pytest.approx([100 * 2 / np.sqrt(8)] * 3, abs=5)  # (each side's own mean moves them a little)
     assert C.alignment(S) == [(0, 0), (1, 1), (2, 2)]
+
+
+@pytest.mark.parametrize("suspect", ["unrelated", "noisy copy, heads shuffled", "layers reversed", "last layer dropped",
+                                     "half the heads"])
+def test_identify_aligns_on_bounds_and_gets_the_score_of_every_matching(suspect):
+    """aligned_score computes only the matchings the best alignment passes through; its score is
+    the alignment of every pair's matching, for related and unrelated models alike (few heads and
+    noisy suspects, so that bounds and matchings differ and the alignment moves between rounds)."""
+    for seed in range(10):
+        g = np.random.default_rng(seed)
+        A = g.standard_normal((6, 3, N))
+        B = {"unrelated": lambda: g.standard_normal(A.shape),
+             "noisy copy, heads shuffled": lambda: A[:, g.permutation(3)] + 3 * g.standard_normal(A.shape),
+             "layers reversed": lambda: A[::-1] + 2 * g.standard_normal(A.shape),
+             "last layer dropped": lambda: A[:-1] + 2 * g.standard_normal((5, 3, N)),
+             "half the heads": lambda: A[:, :2] + 2 * g.standard_normal((6, 2, N))}[suspect]()
+        a, b = centred(A), centred(B)
+        assert aligned_score(a, b) == pytest.approx(C.aligned_scores(matched_similarities(a, b)[None])[0], abs=1e-9)
 
 
 def test_the_heads_are_the_summands_of_the_attention_terms(tiny_models):
@@ -135,6 +153,24 @@ def test_the_registry_keeps_the_heads_and_identify_scores_them_as_compare_does(t
         assert (matches[name].basis, matches[name].verdict) == ("heads", expected["verdict"])
         assert matches[name].similarity == pytest.approx(expected["similarity"], abs=1e-3)
     assert (matches["base"].verdict, matches["stranger"].verdict) == ("same-lineage", "unrelated")
+
+
+def test_a_group_reads_each_entrys_heads_when_asked_and_an_entry_removed_since_has_none(tmp_path):
+    """A 7B-shaped entry's heads are 2 MiB: groups() says which entries carry them and reads none."""
+    from fingerprint.registry import Registry
+
+    with Registry(tmp_path / "r.sqlite") as reg:
+        reg.add(_fingerprint(_heads(13), 1), "with", source="test")
+        reg.add(fpjson.from_json(dict(_fingerprint(_heads(14), 2).to_json(), heads=None), "bare"), "without", source="test")
+        (group,) = reg.groups()
+        assert list(group.heads.carries) == [True, False] and group.heads[1] is None
+        assert np.allclose(group.heads[0], _heads(13), atol=1e-6)
+        reg.remove("with")
+        assert list(group.heads) == [None, None]
+        reg.add(_fingerprint(_heads(13), 1), "again", source="test")
+        (group,) = reg.groups()
+    with pytest.raises(RegistryError, match="is closed: read a group's heads while it is open"):
+        group.heads[1]
 
 
 def test_identify_scores_only_the_best_entries_on_their_heads(tmp_path, monkeypatch):
