@@ -1,6 +1,6 @@
 """Do seed twins still look alike on the fingerprint when the models are wider and trained longer?
 
-    python benchmarks/scale_population.py --zoo DIR --out MODELS_DIR --family gpt2 \
+    python benchmarks/scale_population.py --zoo DIR --out MODELS_DIR --family gpt2|llama|llama-tied \
         --hidden 512 --layers 8 --heads 8 --steps 1500 [--device cuda] [--results FILE.json]
 
 The zoo (`benchmarks/fingerprint_zoo.py`) is of 4-layer, hidden-64 models trained on 0.6 M tokens,
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from fingerprint_zoo import CALIBRATED  # noqa: E402
 from null_populations import score_pairs  # noqa: E402
-from zoo_build import CHILD_LR, ROOT_LR, VOCAB, eval_loss, log  # noqa: E402
+from zoo_build import CHILD_LR, FAMILIES, ROOT_LR, SHAPE, VOCAB, arch, eval_loss, log  # noqa: E402
 
 SEEDS = (0, 1, 2, 3)
 
@@ -61,8 +61,10 @@ def build_population(args) -> list[dict]:
 
     base, other = (_stream(args.zoo, n, args.device) for n in ("base", "other"))
     shape = dict(hidden=args.hidden, layers=args.layers, heads=args.heads, vocab=VOCAB)
-    if args.family == "llama":
-        shape["kv_heads"] = args.heads // 2
+    own = {k: v for k, v in FAMILIES[args.family].items() if k not in SHAPE}  # the family's own: GQA, tied head
+    shape.update(own)
+    if "kv_heads" in own:
+        shape["kv_heads"] = args.heads // 2  # GQA: two query heads per KV head at any width
     fit = dict(batch=args.batch, seq_len=args.seq)
     models = []
 
@@ -81,7 +83,7 @@ def build_population(args) -> list[dict]:
     fam = prefix(args)
     for s in SEEDS:
         make(f"{fam}-s{s}", f"{fam}-s{s}", lambda _m, s=s: train(
-            build(args.family, seed=s, **shape).to(args.device), base, steps=args.steps, lr=ROOT_LR, seed=s, **fit))
+            build(arch(args.family), seed=s, **shape).to(args.device), base, steps=args.steps, lr=ROOT_LR, seed=s, **fit))
     for s in (0, 1):
         twin = f"{fam}-s{s}"
         make(f"{twin}-cpt", twin, lambda m: train(m, other, steps=args.steps // 4, lr=CHILD_LR, seed=11, **fit), twin)
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--zoo", type=Path, required=True, help="the zoo folder (its data/ is read)")
     ap.add_argument("--out", type=Path, required=True, help="where the population's models are kept")
-    ap.add_argument("--family", choices=("gpt2", "llama"), default="gpt2")
+    ap.add_argument("--family", choices=tuple(FAMILIES), default="gpt2")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
