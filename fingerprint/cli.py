@@ -149,7 +149,8 @@ def _registry(args: argparse.Namespace) -> int:
             e = add_file(reg, args.path, args.name, srs=args.srs, allow_dev_srs=args.allow_dev_srs,
                          release=args.release)
         how = f"proven (commitment digest {e.commitment_digest})" if e.proven else "unproven (a plain FP.json)"
-        print(f"added {e.name!r}: {how}" + (f", with its release {e.release}" if e.release else "") + f", to {path}")
+        with_release = f", with its release {e.release} (invariants and heads computed from it)" if e.release else ""
+        print(f"added {e.name!r}: {how}{with_release}, to {path}")
     elif args.registry_command == "remove":
         with Registry(path) as reg:
             reg.remove(args.name)

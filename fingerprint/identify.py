@@ -166,6 +166,8 @@ def _suspect_per_group(suspect, groups: list[Group], fingerprinted: bool):
 
 
 RENUMBERED = "the suspect numbers these tokens otherwise: read at its own ids for them"
+# a proven entry carries invariants and heads only when registered with its release (registry.add_file)
+RELEASE_BASES = "the proof covers v; its {basis} were computed from the release it verified against"
 
 
 def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
@@ -195,10 +197,11 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         fpr = C.implied_fpr(t["related"], t["null_mean"], t["null_sd"])
         for j, i in enumerate(idx):
             e = group.entries[i]
+            notes = [note] + ([RELEASE_BASES.format(basis=b)] if e.proven and b != "v" else [])
             out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,
                              commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
-                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key, note=note,
-                             false_positive_rate=fpr))
+                             basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key,
+                             note="; ".join(n for n in notes if n) or None, false_positive_rate=fpr))
     return out
 
 
@@ -225,14 +228,20 @@ def _rescore_on_heads(group: Group, fp: Fingerprint, sim: np.ndarray, basis: np.
 RELEASE_MATCH = 99.0  # a release's float v against its registered v (the demo's proven v: 99.999)
 
 
-def is_release_of(release: str | os.PathLike, token_ids, v: np.ndarray) -> bool:
-    """Whether `release` is the model a registered `v` was computed from: its v, computed here on
-    the same token ids, must match (a float check; `zkfp verify --release` checks a proven
-    bundle's commitment)."""
+def release_fingerprint(release: str | os.PathLike, token_ids, v: np.ndarray) -> Fingerprint | None:
+    """The fingerprint of `release` on `token_ids` if it is the model a registered `v` was computed
+    from (its v, computed here, must match: a float check; `zkfp verify --release` checks a proven
+    bundle's commitment), else None."""
     from fingerprint.extract import extract
 
     mine = extract(release, token_ids=list(token_ids))
-    return len(mine.v) == len(v) and float(C.similarities(v, mine.v)[0]) >= RELEASE_MATCH
+    same = len(mine.v) == len(v) and float(C.similarities(v, mine.v)[0]) >= RELEASE_MATCH
+    return mine if same else None
+
+
+def is_release_of(release: str | os.PathLike, token_ids, v: np.ndarray) -> bool:
+    """Whether `release` is the model a registered `v` was computed from (`release_fingerprint`)."""
+    return release_fingerprint(release, token_ids, v) is not None
 
 
 def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect: str | os.PathLike) -> None:

@@ -396,7 +396,11 @@ def add_file(registry: Registry, path: str | os.PathLike, name: str | None = Non
 
     `release`: the published release (or model) folder, recorded so that `identify` can compare
     suspects on the weights. It is checked first: a bundle must verify against it (its
-    commitments), an FP.json's v must be the release's own (`identify.is_release_of`)."""
+    commitments), an FP.json's v must be the release's own (`identify.release_fingerprint`). The
+    entry's invariants and per-head vectors are then computed here from the release, not taken
+    from the file: a bundle holds v only (the proof covers v), and these come from the very weights
+    its commitments bind, so that a proven entry of a model with a tied head can be scored on its
+    heads (README, "Tied heads")."""
     from fingerprint import fpjson
 
     path = Path(path)
@@ -413,16 +417,27 @@ def add_file(registry: Registry, path: str | os.PathLike, name: str | None = Non
             raise RegistryError(f"bundle {path} did not verify{against} ({res.status}: {'; '.join(res.reasons)}); "
                                 "nothing added")
         fp = fpjson.from_json(fpjson.bundle_fingerprint_json(path, v=res.v), f"bundle {path}")
-        return registry.add(fp, name, source=str(path), proven=True, commitment_digest=res.commitment_digest,
-                            srs_kind=res.checks.get("srs", {}).get("kind"), release=recorded)
+        return registry.add(_with_release_bases(fp, release, path), name, source=str(path), proven=True,
+                            commitment_digest=res.commitment_digest, srs_kind=res.checks.get("srs", {}).get("kind"),
+                            release=recorded)
     if path.is_dir():
         raise RegistryError(f"{path} is a folder but not a proof bundle: register a bundle or an FP.json "
                             "(fingerprint a model with zkfp fingerprint MODEL --out FP.json)")
-    fp = fpjson.load(path)
-    if release is not None:
-        from fingerprint.identify import is_release_of
-
-        if not is_release_of(release, fp.token_ids, np.asarray(fp.v)):
-            raise RegistryError(f"{release} is not the model of {path}: its fingerprint on the file's token ids "
-                                "differs; nothing added")
+    fp = _with_release_bases(fpjson.load(path), release, path)
     return registry.add(fp, name, source=str(path), release=recorded)
+
+
+def _with_release_bases(fp, release: str | os.PathLike | None, path: Path):
+    """`fp` with the invariants and per-head vectors of `release` (computed here on fp's token ids),
+    once the release's own v is checked to be fp's; `fp` as it is without a release."""
+    if release is None:
+        return fp
+    import dataclasses
+
+    from fingerprint.identify import release_fingerprint
+
+    mine = release_fingerprint(release, fp.token_ids, np.asarray(fp.v))
+    if mine is None:
+        raise RegistryError(f"{release} is not the model of {path}: its fingerprint on the file's token ids "
+                            "differs; nothing added")
+    return dataclasses.replace(fp, invariants=mine.invariants, heads=mine.heads)

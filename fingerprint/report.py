@@ -74,7 +74,8 @@ def html_report(ident: Identification, top: int = TOP) -> str:
         for i, m in enumerate(ident.matches, start=1))
     summary = (f"{len(ranked)} of {len(ident.matches)} registered fingerprints compared; best first "
                "(similarity: 100 × cosine per layer, layers aligned: on the weights where the entry's release is at "
-               "hand, else on the invariants where both carry them, else on v). Were every compared entry "
+               "hand, else on the per-head vectors where both carry them, else on the invariants where both do, else "
+               "on v). Were every compared entry "
                f"unrelated to the suspect, the implied chance that one is still called same-lineage is at most "
                f"{ident.false_positive_bound():.1e}.")
     return f"""<!DOCTYPE html>

@@ -545,6 +545,32 @@ def test_a_bundle_is_registered_with_its_release_only_if_it_verifies_against_it(
     assert entry["name"] == "embedded" and entry["proven"] and entry["release"] == str(Path(release).resolve())
 
 
+def test_a_bundle_registered_with_its_release_gets_the_releases_heads_and_is_scored_on_them(bundle, release,
+                                                                                             tmp_path):
+    """A bundle holds v only; registered with the release it verifies against, the entry also gets
+    the invariants and heads computed from that release, so an FP.json suspect is scored on the
+    heads, and the match says what the proof covers."""
+    from fingerprint.extract import extract
+    from fingerprint.registry import Registry
+
+    reg = tmp_path / "r.sqlite"
+    assert zkfp("registry", "add", bundle, "--name", "bare", "--allow-dev-srs", "--registry", reg).returncode == 0
+    with Registry(reg) as db:
+        assert not db.groups()[0].heads.carries.any()  # without its release: v only
+        db.remove("bare")
+    assert zkfp("registry", "add", bundle, "--name", "embedded", "--allow-dev-srs", "--release", release,
+                "--registry", reg).returncode == 0
+    mine = extract(release)
+    with Registry(reg, create=False) as db:
+        (group,) = db.groups()
+        assert np.allclose(group.heads[0], mine.layer_heads(), atol=1e-5)
+        assert np.allclose(group.v[0], json.loads((bundle / "manifest.json").read_text())["v"], atol=1e-6)  # proven v kept
+    save(mine, tmp_path / "suspect.json")
+    (best,) = json.loads(zkfp("identify", tmp_path / "suspect.json", "--registry", reg, "--json").stdout)["matches"]
+    assert (best["basis"], best["verdict"], best["proven"]) == ("heads", "same-lineage", True)
+    assert best["similarity"] > 99 and "the proof covers v; its heads were computed from the release" in best["note"]
+
+
 @pytest.mark.slow
 def test_a_bundle_that_does_not_verify_is_refused_and_nothing_is_stored(bundle, tmp_path):
     bad = tmp_path / "tampered"
