@@ -158,9 +158,10 @@ def test_identify_scores_an_entry_whose_release_is_at_hand_on_the_weights(llama,
 
 
 def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_models, derived, tmp_path):
-    """`registry add FP.json --release DIR` checks the release and records it; identify then scores a
-    model suspect on that release's weights; a release that is gone leaves the fingerprint's score
-    and a note."""
+    """`registry add FP.json --release DIR` checks the release and records it, and takes the entry's
+    invariants and heads from it (the file here holds v only); identify then scores a model
+    suspect on that release's weights; a release that is gone leaves the fingerprint's score and a
+    note."""
     from fingerprint.extract import extract
     from fingerprint.fpjson import save
     from fingerprint.identify import identify
@@ -171,7 +172,8 @@ def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_mo
     shutil.copytree(llama, base)
     twin = tiny_models("llama", seed=1, steps=150, layers=3)
     suspect = derived(llama, lambda m: lineage.drop_layer(m, 1), tmp_path / "drop")
-    save(extract(base), tmp_path / "base.json")
+    save(extract(base), tmp_path / "base.json", with_invariants=False)
+    save(extract(base), tmp_path / "base-local.json")
     registry = tmp_path / "registry.sqlite"
     with Registry(registry) as reg:
         with pytest.raises(RegistryError, match="is not the model of .*nothing added"):
@@ -182,8 +184,8 @@ def test_a_release_recorded_in_the_registry_is_used_without_flags(llama, tiny_mo
         (best,) = identify(suspect, reg).matches
         assert (best.basis, best.verdict, best.note) == ("weights", "same-lineage", None)
         assert best.similarity == pytest.approx(W.compare_weights(base, suspect)["similarity"])
-        (as_published,) = identify(tmp_path / "base.json", reg).matches  # an FP.json suspect: no weights
-        assert as_published.basis == "heads"
+        (as_published,) = identify(tmp_path / "base-local.json", reg).matches  # an FP.json suspect: no weights
+        assert (as_published.basis, as_published.similarity) == ("heads", pytest.approx(100.0))
 
     shutil.rmtree(base)
     r = subprocess.run([sys.executable, "-m", "zkfp.cli", "identify", str(suspect), "--registry", str(registry)],
