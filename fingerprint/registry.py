@@ -279,7 +279,8 @@ class Registry:
 
         Two reads in one snapshot: the entries, which size each group's matrices, then the vectors,
         each copied into its row as it arrives. Holding every blob and joining them would touch the
-        vectors' memory twice (10,000 fingerprints of a 32-layer model: 180 MiB)."""
+        vectors' memory twice (10,000 fingerprints of a 32-layer model: 180 MiB). The per-head
+        vectors are not read here: `Group.heads` reads an entry's when asked."""
         with self._snapshot():
             rows = self._db.execute(f"SELECT rowid, {self._columns}, length({self._heads}), length(v), "
                                     "length(invariants) FROM fingerprints")
@@ -366,7 +367,8 @@ def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int,
                   heads=StoredHeads(read_heads, [r[0] for r in rows], np.array([r[-3] is not None for r in rows]),
                                     entries[0].spec))
     invariant_rows = iter(() if invariants is None else invariants)
-    return group, {r[0]: (v_row, next(invariant_rows) if carries else None) for r, v_row, carries in zip(rows, group.v, has)}
+    return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
+                   for r, v_row, carries in zip(rows, group.v, has)}
 
 
 def _heads(blob: bytes, spec_: dict) -> np.ndarray:
