@@ -111,13 +111,14 @@ class Group:
 class StoredHeads:
     """A group's per-head vectors, each entry's read from the registry when asked: a 7B-shaped
     entry's are 2 MiB, and identify scores only a group's best entries on them. `carries` says
-    which entries have them (as of `groups()`); an entry removed since reads as None."""
+    which entries have them (as of `groups()`); an entry removed since reads as None (an entry is
+    found by its row and its digest: SQLite may give a removed entry's row to the next one added)."""
 
-    def __init__(self, read, rowids: list[int], carries: np.ndarray, spec: dict):
-        self._read, self._rowids, self.carries, self._spec = read, rowids, carries, spec
+    def __init__(self, read, rows: list[tuple[int, str]], carries: np.ndarray, spec: dict):
+        self._read, self._rows, self.carries, self._spec = read, rows, carries, spec
 
     def __len__(self) -> int:
-        return len(self._rowids)
+        return len(self._rows)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -125,7 +126,7 @@ class StoredHeads:
     def __getitem__(self, i: int) -> np.ndarray | None:
         if not self.carries[i]:
             return None
-        blob = self._read(self._rowids[i])
+        blob = self._read(*self._rows[i])
         return None if blob is None else _heads(blob, self._spec)
 
 
@@ -300,9 +301,10 @@ class Registry:
                     invariants_row[:] = np.frombuffer(invariants, dtype="<f4")
         return groups
 
-    def _stored_heads(self, rowid: int) -> bytes | None:
+    def _stored_heads(self, rowid: int, digest: str) -> bytes | None:
         try:
-            row = self._db.execute(f"SELECT {self._heads} FROM fingerprints WHERE rowid = ?", (rowid,)).fetchone()
+            row = self._db.execute(f"SELECT {self._heads} FROM fingerprints WHERE rowid = ? AND digest = ?",
+                                   (rowid, digest)).fetchone()
         except sqlite3.ProgrammingError:
             raise RegistryError(f"registry {self.path} is closed: read a group's heads while it is open") from None
         return None if row is None else row[0]
@@ -353,7 +355,7 @@ def _entry(r, parsed: dict | None = None) -> Entry:
 
 def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int, tuple]]:
     """A Group of the entry rows (rowid, columns…, length(heads), length(v), length(invariants))
-    with its matrices allocated, not filled, and its heads read by `read_heads(rowid)` when asked;
+    with its matrices allocated, not filled, and its heads read by `read_heads(rowid, digest)` when asked;
     and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
@@ -364,8 +366,8 @@ def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int,
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
                   invariants=invariants, has_invariants=has,
-                  heads=StoredHeads(read_heads, [r[0] for r in rows], np.array([r[-3] is not None for r in rows]),
-                                    entries[0].spec))
+                  heads=StoredHeads(read_heads, [(r[0], e.digest) for r, e in zip(rows, entries)],
+                                    np.array([r[-3] is not None for r in rows]), entries[0].spec))
     invariant_rows = iter(() if invariants is None else invariants)
     return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
                    for r, v_row, carries in zip(rows, group.v, has)}

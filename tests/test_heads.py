@@ -156,18 +156,20 @@ def test_the_registry_keeps_the_heads_and_identify_scores_them_as_compare_does(t
 
 
 def test_a_group_reads_each_entrys_heads_when_asked_and_an_entry_removed_since_has_none(tmp_path):
-    """A 7B-shaped entry's heads are 2 MiB: groups() says which entries carry them and reads none."""
+    """A 7B-shaped entry's heads are 2 MiB: groups() says which entries carry them and reads none.
+    An entry removed since reads as None, also when the next entry added takes its row."""
     from fingerprint.registry import Registry
 
+    bare = fpjson.from_json(dict(_fingerprint(_heads(14), 2).to_json(), heads=None), "bare")
     with Registry(tmp_path / "r.sqlite") as reg:
+        reg.add(bare, "without", source="test")
         reg.add(_fingerprint(_heads(13), 1), "with", source="test")
-        reg.add(fpjson.from_json(dict(_fingerprint(_heads(14), 2).to_json(), heads=None), "bare"), "without", source="test")
         (group,) = reg.groups()
-        assert list(group.heads.carries) == [True, False] and group.heads[1] is None
-        assert np.allclose(group.heads[0], _heads(13), atol=1e-6)
+        assert list(group.heads.carries) == [False, True] and group.heads[0] is None
+        assert np.allclose(group.heads[1], _heads(13), atol=1e-6)
         reg.remove("with")
+        reg.add(_fingerprint(_heads(15), 3), "next", source="test")  # SQLite gives it the last row again
         assert list(group.heads) == [None, None]
-        reg.add(_fingerprint(_heads(13), 1), "again", source="test")
         (group,) = reg.groups()
     with pytest.raises(RegistryError, match="is closed: read a group's heads while it is open"):
         group.heads[1]
