@@ -197,7 +197,7 @@ def _rank_group(group: Group, fp: Fingerprint, key: int) -> list[Match]:
         fpr = C.implied_fpr(t["related"], t["null_mean"], t["null_sd"])
         for j, i in enumerate(idx):
             e = group.entries[i]
-            notes = [note] + ([RELEASE_BASES.format(basis=b)] if e.proven and b != "v" else [])
+            notes = [note] + ([RELEASE_BASES.format(basis=b)] if e.proven and e.release and b != "v" else [])
             out.append(Match(name=e.name, proven=e.proven, srs_kind=e.srs_kind,
                              commitment_digest=e.commitment_digest, v=group.v[i], similarity=float(sim[i]),
                              basis=b, verdict=verdicts[j], z=float(z[j]), suspect_key=key,

@@ -112,9 +112,10 @@ class StoredHeads:
     """A group's per-head vectors, each entry's read from the registry when asked: a 7B-shaped
     entry's are 2 MiB, and identify scores only a group's best entries on them. `carries` says
     which entries have them (as of `groups()`); an entry removed since reads as None (an entry is
-    found by its row and its digest: SQLite may give a removed entry's row to the next one added)."""
+    found by its row, digest and time of adding: SQLite may give a removed entry's row to the next
+    one added, and that may be the same fingerprint again, added with other heads)."""
 
-    def __init__(self, read, rows: list[tuple[int, str]], carries: np.ndarray, spec: dict):
+    def __init__(self, read, rows: list[tuple[int, str, float]], carries: np.ndarray, spec: dict):
         self._read, self._rows, self.carries, self._spec = read, rows, carries, spec
 
     def __len__(self) -> int:
@@ -301,12 +302,14 @@ class Registry:
                     invariants_row[:] = np.frombuffer(invariants, dtype="<f4")
         return groups
 
-    def _stored_heads(self, rowid: int, digest: str) -> bytes | None:
+    def _stored_heads(self, rowid: int, digest: str, added_at: float) -> bytes | None:
         try:
-            row = self._db.execute(f"SELECT {self._heads} FROM fingerprints WHERE rowid = ? AND digest = ?",
-                                   (rowid, digest)).fetchone()
+            row = self._db.execute(f"SELECT {self._heads} FROM fingerprints WHERE rowid = ? AND digest = ? "
+                                   "AND added_at = ?", (rowid, digest, added_at)).fetchone()
         except sqlite3.ProgrammingError:
             raise RegistryError(f"registry {self.path} is closed: read a group's heads while it is open") from None
+        except sqlite3.Error as exc:
+            raise RegistryError(f"could not read registry {self.path}: {exc}") from None
         return None if row is None else row[0]
 
     def _snapshot(self) -> _Transaction:
@@ -355,7 +358,7 @@ def _entry(r, parsed: dict | None = None) -> Entry:
 
 def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int, tuple]]:
     """A Group of the entry rows (rowid, columns…, length(heads), length(v), length(invariants))
-    with its matrices allocated, not filled, and its heads read by `read_heads(rowid, digest)` when asked;
+    with its matrices allocated, not filled, and its heads read by `read_heads(rowid, digest, added_at)` when asked;
     and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
@@ -366,7 +369,7 @@ def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int,
     group = Group(spec=entries[0].spec, token_ids=entries[0].token_ids, tokens=entries[0].tokens, entries=entries,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
                   invariants=invariants, has_invariants=has,
-                  heads=StoredHeads(read_heads, [(r[0], e.digest) for r, e in zip(rows, entries)],
+                  heads=StoredHeads(read_heads, [(r[0], e.digest, e.added_at) for r, e in zip(rows, entries)],
                                     np.array([r[-3] is not None for r in rows]), entries[0].spec))
     invariant_rows = iter(() if invariants is None else invariants)
     return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
@@ -433,7 +436,8 @@ def add_file(registry: Registry, path: str | os.PathLike, name: str | None = Non
 
 def _with_release_bases(fp, release: str | os.PathLike | None, path: Path):
     """`fp` with the invariants and per-head vectors of `release` (computed here on fp's token ids),
-    once the release's own v is checked to be fp's; `fp` as it is without a release."""
+    and whether the release ties its head (a file made before may not say), once the release's own v
+    is checked to be fp's; `fp` as it is without a release."""
     if release is None:
         return fp
     import dataclasses
@@ -444,4 +448,5 @@ def _with_release_bases(fp, release: str | os.PathLike | None, path: Path):
     if mine is None:
         raise RegistryError(f"{release} is not the model of {path}: its fingerprint on the file's token ids "
                             "differs; nothing added")
-    return dataclasses.replace(fp, invariants=mine.invariants, heads=mine.heads)
+    model = {**fp.model, "tied_embeddings": mine.model["tied_embeddings"]}  # the release's config decides
+    return dataclasses.replace(fp, invariants=mine.invariants, heads=mine.heads, model=model)

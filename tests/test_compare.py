@@ -153,7 +153,8 @@ def test_fingerprint_files_whose_numbers_are_not_finite_numbers_are_refused(bad)
 
     v = [0.5] * (3 * spec.M_DIM)
     good = {"format": fpjson.FORMAT, "spec": spec.spec_dict(layers=3), "token_ids": spec.select_tokens(4096), "v": v}
-    assert fpjson.from_json(dict(good, v=[np.float64(0.5), 1, *v[2:]]), "ok").v[:2] == [0.5, 1.0]
+    read = fpjson.from_json(dict(good, v=[np.float64(0.5), 1, *v[2:]]), "ok").v
+    assert read[:2] == [0.5, 1.0] and {type(x) for x in read} == {float}
     with pytest.raises(FingerprintError, match="v must be 64 × 3 layers = 192 finite numbers"):
         fpjson.from_json(dict(good, v=[*v[:-1], bad]), "bad.json")
     with pytest.raises(FingerprintError, match="invariants have the wrong length or non-finite values"):

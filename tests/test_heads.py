@@ -52,7 +52,7 @@ def test_layers_with_different_head_counts_compare():
 
 
 @pytest.mark.parametrize("suspect", ["unrelated", "noisy copy, heads shuffled", "layers reversed", "last layer dropped",
-                                     "half the heads"])
+                                     "half the heads", "unrelated, one head", "unrelated, more heads"])
 def test_identify_aligns_on_bounds_and_gets_the_score_of_every_matching(suspect):
     """aligned_score computes only the matchings the best alignment passes through; its score is
     the alignment of every pair's matching, for related and unrelated models alike (few heads and
@@ -64,7 +64,9 @@ def test_identify_aligns_on_bounds_and_gets_the_score_of_every_matching(suspect)
              "noisy copy, heads shuffled": lambda: A[:, g.permutation(3)] + 3 * g.standard_normal(A.shape),
              "layers reversed": lambda: A[::-1] + 2 * g.standard_normal(A.shape),
              "last layer dropped": lambda: A[:-1] + 2 * g.standard_normal((5, 3, N)),
-             "half the heads": lambda: A[:, :2] + 2 * g.standard_normal((6, 2, N))}[suspect]()
+             "half the heads": lambda: A[:, :2] + 2 * g.standard_normal((6, 2, N)),
+             "unrelated, one head": lambda: g.standard_normal((6, 1, N)),  # a matching leaves rows unmatched
+             "unrelated, more heads": lambda: g.standard_normal((6, 5, N))}[suspect]()
         a, b = centred(A), centred(B)
         assert aligned_score(a, b) == pytest.approx(C.aligned_scores(matched_similarities(a, b)[None])[0], abs=1e-9)
 
@@ -157,7 +159,8 @@ def test_the_registry_keeps_the_heads_and_identify_scores_them_as_compare_does(t
 
 def test_a_group_reads_each_entrys_heads_when_asked_and_an_entry_removed_since_has_none(tmp_path):
     """A 7B-shaped entry's heads are 2 MiB: groups() says which entries carry them and reads none.
-    An entry removed since reads as None, also when the next entry added takes its row."""
+    An entry removed since reads as None, also when the same fingerprint is added again and takes
+    its row (SQLite reuses the last row)."""
     from fingerprint.registry import Registry
 
     bare = fpjson.from_json(dict(_fingerprint(_heads(14), 2).to_json(), heads=None), "bare")
@@ -168,7 +171,7 @@ def test_a_group_reads_each_entrys_heads_when_asked_and_an_entry_removed_since_h
         assert list(group.heads.carries) == [False, True] and group.heads[0] is None
         assert np.allclose(group.heads[1], _heads(13), atol=1e-6)
         reg.remove("with")
-        reg.add(_fingerprint(_heads(15), 3), "next", source="test")  # SQLite gives it the last row again
+        reg.add(_fingerprint(_heads(13), 1), "again", source="test")  # same digest, same row
         assert list(group.heads) == [None, None]
         (group,) = reg.groups()
     with pytest.raises(RegistryError, match="is closed: read a group's heads while it is open"):
