@@ -11,8 +11,9 @@ Within a group (one spec, token list and depth) the per-layer similarities are o
 product and the layer alignments one dynamic programme over the whole group
 (`fingerprint.compare.aligned_scores`), on the invariants where both sides carry them, on v
 otherwise, each with its calibrated verdict; where both sides carry per-head vectors, the best
-HEADS_RESCORED entries of a group are then scored on them instead (`fingerprint.heads`: one
-matching of heads per pair of layers, entry by entry, too slow to run on thousands). Entries are
+HEADS_RESCORED entries of a group are then scored on them instead (`fingerprint.heads`: matchings
+of heads per pair of layers, entry by entry, too slow to run on thousands). A proven entry carries
+them when it was registered with its release (computed from it: `registry.add_file`). Entries are
 ranked by `compare.null_z` — standard deviations above the zoo's unrelated pairs — which puts
 every basis and both MLP kinds on one scale; within one basis and kind that is the order of the
 similarity.
