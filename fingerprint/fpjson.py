@@ -117,12 +117,17 @@ def from_json(data, where: str) -> Fingerprint:
                                or not all(isinstance(t, str) for t in tokens)):
         raise FingerprintError(f"{where}: tokens must be the {s['k']} token strings of token_ids")
     invs = data.get("invariants")
-    if invs is not None and (invs := _finite_floats(invs, spec.invariant_length(s["layers"], s["k"]))) is None:
-        raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
-    heads, per_layer = data.get("heads"), s["layers"] * spec.head_length(s["k"])
-    whole_heads = isinstance(heads, list) and heads and len(heads) % per_layer == 0
-    if heads is not None and (heads := _finite_floats(heads, None) if whole_heads else None) is None:
-        raise FingerprintError(f"{where}: heads must be a whole number of heads × {per_layer} finite numbers")
+    if invs is not None:
+        invs = _finite_floats(invs, spec.invariant_length(s["layers"], s["k"]))
+        if invs is None:
+            raise FingerprintError(f"{where}: invariants have the wrong length or non-finite values")
+    heads = data.get("heads")
+    if heads is not None:
+        per_layer = s["layers"] * spec.head_length(s["k"])
+        whole = isinstance(heads, list) and heads and len(heads) % per_layer == 0
+        heads = _finite_floats(heads, None) if whole else None
+        if heads is None:
+            raise FingerprintError(f"{where}: heads must be a whole number of heads × {per_layer} finite numbers")
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     return Fingerprint(spec=s, token_ids=ids, v=v, invariants=invs, model=model, tokens=tokens, heads=heads)
 
