@@ -163,11 +163,12 @@ def _registry(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([{"name": e.name, "proven": e.proven, "commitment_digest": e.commitment_digest,
                                "srs_kind": e.srs_kind, "spec": e.spec.get("version"), "source": e.source,
-                               "release": e.release, "family": e.model.get("family")} for e in entries]))
+                               "release": e.release, "family": e.model.get("family"), "bases": list(e.bases)}
+                              for e in entries]))
         for e in [] if args.json else entries:
             proof = f"proven ({e.srs_kind} SRS, commitment {e.commitment_digest[:16]}…)" if e.proven else "unproven"
             release = f"\trelease {e.release}" if e.release else ""
-            print(f"{e.name}\t{proof}\t{e.spec.get('version')}\t{e.source}{release}")
+            print(f"{e.name}\t{proof}\t{e.spec.get('version')}\t{'+'.join(e.bases)}\t{e.source}{release}")
         if not args.json:
             print(f"{len(entries)} fingerprint(s) in {path}")
     return 0

@@ -93,6 +93,7 @@ class Entry:
     added_at: float
     release: str | None = None  # the published release folder, checked when the entry was added
     tokens: tuple[str, ...] | None = None  # the token strings of token_ids (fingerprint.tokens), when known
+    bases: tuple[str, ...] = ("v",)  # what it can be compared on: v, and the invariants and heads where stored
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class Registry:
         self._columns = self._ENTRY_COLUMNS + "".join(
             ", " + (_ADDED_COLUMNS[v].split()[0] if version >= v else "NULL") for v in _ENTRY_COLUMNS_ADDED)
         self._heads = "heads" if version >= 4 else "NULL"
+        self._columns += f", length(invariants) IS NOT NULL, length({self._heads}) IS NOT NULL"  # Entry.bases
 
     def _upgrade(self) -> None:
         if self._format() != FORMAT:
@@ -343,7 +345,7 @@ class _Transaction:
 
 def _entry(r, parsed: dict | None = None) -> Entry:
     """An Entry from a row; `parsed` memoises the JSON texts that many rows share (read-only use)."""
-    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added, release, tokens = r[:12]
+    name, digest, spec, ids, proven, commitment, srs_kind, model, source, added, release, tokens, *stored = r[:14]
     def load(text: str):
         if parsed is None:
             return json.loads(text)
@@ -353,7 +355,8 @@ def _entry(r, parsed: dict | None = None) -> Entry:
 
     return Entry(name=name, digest=digest, spec=load(spec), token_ids=tuple(load(ids)), proven=bool(proven),
                  commitment_digest=commitment, srs_kind=srs_kind, model=load(model), source=source, added_at=added,
-                 release=release, tokens=None if tokens is None else tuple(load(tokens)))
+                 release=release, tokens=None if tokens is None else tuple(load(tokens)),
+                 bases=("v", *(b for b, has in zip(("invariants", "heads"), stored) if has)))
 
 
 def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int, tuple]]:

@@ -134,13 +134,15 @@ def test_default_path_honours_the_env_var_then_xdg(monkeypatch, tmp_path):
 
 def test_add_list_remove_and_the_schema_version(tmp_path):
     save(synthetic(1), tmp_path / "base.json")
-    save(synthetic(2), tmp_path / "other.json")
+    save(synthetic(2, invariants=False), tmp_path / "other.json")
     reg = tmp_path / "r.sqlite"
     r = zkfp("registry", "add", tmp_path / "base.json", "--registry", reg)
     assert r.returncode == 0 and "unproven" in r.stdout, r.stderr
     assert zkfp("registry", "add", tmp_path / "other.json", "--name", "rival", "--registry", reg).returncode == 0
     listed = json.loads(zkfp("registry", "list", "--json", "--registry", reg).stdout)
-    assert [(e["name"], e["proven"]) for e in listed] == [("base", False), ("rival", False)]
+    assert [(e["name"], e["proven"], e["bases"]) for e in listed] == [("base", False, ["v", "invariants"]),
+                                                                      ("rival", False, ["v"])]
+    assert "\tv+invariants\t" in zkfp("registry", "list", "--registry", reg).stdout
     with sqlite3.connect(reg) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert zkfp("registry", "remove", "rival", "--registry", reg).returncode == 0
@@ -543,6 +545,7 @@ def test_a_bundle_is_registered_with_its_release_only_if_it_verifies_against_it(
     assert r.returncode == 0 and "with its release" in r.stdout, r.stderr
     (entry,) = json.loads(zkfp("registry", "list", "--json", "--registry", reg).stdout)
     assert entry["name"] == "embedded" and entry["proven"] and entry["release"] == str(Path(release).resolve())
+    assert entry["bases"] == ["v", "invariants", "heads"]  # computed from the release
 
 
 def test_a_bundle_registered_with_its_release_gets_the_releases_heads_and_is_scored_on_them(bundle, release,
@@ -556,7 +559,7 @@ def test_a_bundle_registered_with_its_release_gets_the_releases_heads_and_is_sco
     reg = tmp_path / "r.sqlite"
     assert zkfp("registry", "add", bundle, "--name", "bare", "--allow-dev-srs", "--registry", reg).returncode == 0
     with Registry(reg) as db:
-        assert not db.groups()[0].heads.carries.any()  # without its release: v only
+        assert not db.groups()[0].heads.carries.any() and db.get("bare").bases == ("v",)  # without its release
         db.remove("bare")
     assert zkfp("registry", "add", bundle, "--name", "embedded", "--allow-dev-srs", "--release", release,
                 "--registry", reg).returncode == 0
