@@ -240,18 +240,13 @@ def release_fingerprint(release: str | os.PathLike, token_ids, v: np.ndarray) ->
     return mine if same else None
 
 
-def is_release_of(release: str | os.PathLike, token_ids, v: np.ndarray) -> bool:
-    """Whether `release` is the model a registered `v` was computed from (`release_fingerprint`)."""
-    return release_fingerprint(release, token_ids, v) is not None
-
-
 def _on_weights(out: Identification, entry, release: str | os.PathLike, suspect: str | os.PathLike) -> None:
     """Re-score `entry` on the weights of `release` against the suspect's (fingerprint.weights),
-    once the release is checked to be what the entry registered (`is_release_of`)."""
+    once the release is checked to be what the entry registered (`release_fingerprint`)."""
     from fingerprint.weights import compare_weights
 
     match = next(m for m in out.matches if m.name == entry.name)
-    if not is_release_of(release, entry.token_ids, match.v):
+    if release_fingerprint(release, entry.token_ids, match.v) is None:
         raise FingerprintError(f"{release} is not the release registered as {entry.name!r}: its fingerprint on the "
                                "entry's token ids differs from the registered one")
     result = compare_weights(release, suspect)

@@ -286,8 +286,7 @@ class Registry:
         vectors' memory twice (10,000 fingerprints of a 32-layer model: 180 MiB). The per-head
         vectors are not read here: `Group.heads` reads an entry's when asked."""
         with self._snapshot():
-            rows = self._db.execute(f"SELECT rowid, {self._columns}, length({self._heads}), length(v), "
-                                    "length(invariants) FROM fingerprints")
+            rows = self._db.execute(f"SELECT rowid, {self._columns}, length(v), length(invariants) FROM fingerprints")
             by_key: dict[tuple[str, str, str], list] = {}
             for r in rows:
                 by_key.setdefault((r[4], r[3], r[12] or ""), []).append(r)
@@ -360,8 +359,8 @@ def _entry(r, parsed: dict | None = None) -> Entry:
 
 
 def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int, tuple]]:
-    """A Group of the entry rows (rowid, columns…, length(heads), length(v), length(invariants))
-    with its matrices allocated, not filled, and its heads read by `read_heads(rowid, digest, added_at)` when asked;
+    """A Group of the entry rows (rowid, columns…, length(v), length(invariants)) with its matrices
+    allocated, not filled, and its heads read by `read_heads(rowid, digest, added_at)` when asked;
     and each entry's rowid → its row of `v` and of `invariants` (None: it has none)."""
     entries = [_entry(r[1:], parsed) for r in rows]
     has = np.array([r[-1] is not None for r in rows])
@@ -373,7 +372,7 @@ def _empty_group(rows: list, parsed: dict, read_heads) -> tuple[Group, dict[int,
                   v=np.empty((len(rows), _floats([r[-2] for r in rows], "v")), dtype="<f4"),
                   invariants=invariants, has_invariants=has,
                   heads=StoredHeads(read_heads, [(r[0], e.digest, e.added_at) for r, e in zip(rows, entries)],
-                                    np.array([r[-3] is not None for r in rows]), entries[0].spec))
+                                    np.array(["heads" in e.bases for e in entries]), entries[0].spec))
     invariant_rows = iter(() if invariants is None else invariants)
     return group, {r[0]: (v_row, next(invariant_rows) if carries else None)
                    for r, v_row, carries in zip(rows, group.v, has)}
