@@ -89,14 +89,19 @@ def _model(g: _Graph, inputs: list[tuple[str, tuple[int, ...]]], output: str, n_
     return model
 
 
-def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
+def build_onnx(shape: CircuitShape, per_head: bool = False) -> onnx.ModelProto:
     """A terms circuit's ONNX model for `shape` (inputs in `shape.input_specs()` order): the
-    model's whole terms, or a chunk's partial terms when `shape` is a chunk's (circuits.plan)."""
+    model's whole terms, or a chunk's partial terms when `shape` is a chunk's (circuits.plan).
+
+    `per_head`: each attention layer outputs its query heads' own terms instead of their sums,
+    A_0, B_0, A_1, B_1, … (head h = g·r + j reads KV head g, as fingerprint.invariants.expand_kv),
+    then the MLP term: the per-head units of the planned zkfp-fp/4 (docs/fp4-plan.md, D2), not yet
+    the spec's circuit."""
     s = shape
     k, r = s.k, s.heads // s.kv_heads
     g = _Graph()
     X = "tokens"
-    terms: list[str] = []
+    terms: list[tuple[str, int]] = []  # (tensor, how many k×k terms it holds)
     for i, layer in enumerate(s.layers):
         p = f"l{i}."
         if "qk" in layer.terms:
@@ -105,7 +110,12 @@ def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
             K = g.reshape(g.einsum("ia,a,qa->iq", X, p + "attn_gain", p + "k"), (k, G, d))
             V = g.reshape(g.einsum("ia,a,qa->iq", X, p + "attn_gain", p + "v"), (k, G, d))
             O = g.reshape(g.einsum("ia,aq->iq", X, p + "o"), (k, G, r, d))
-            terms += [g.einsum("igrd,jgd->ij", Q, K), g.einsum("igd,jgrd->ij", V, O)]
+            if per_head:  # (G·r, 2, k²): head-major, A_h then B_h
+                A, B = g.einsum("igrd,jgd->grij", Q, K), g.einsum("igd,jgrd->grij", V, O)
+                terms.append((g.op("Concat", [g.reshape(A, (G * r, 1, k * k)), g.reshape(B, (G * r, 1, k * k))],
+                                   axis=1), 2 * G * r))
+            else:
+                terms += [(g.einsum("igrd,jgd->ij", Q, K), 1), (g.einsum("igd,jgrd->ij", V, O), 1)]
         if "mlp" not in layer.terms:
             continue
         def neurons(block: str) -> list[str]:  # G (gated only) and U: X·diag(g_m)·Wᵀ
@@ -125,10 +135,10 @@ def build_onnx(shape: CircuitShape) -> onnx.ModelProto:
             GUf = neurons("f")
             Df = g.einsum("ia,as->is", X, p + "down_f")
             parts.append(g.einsum("is,js->ij", product(GUf), Df))
-        terms.append(parts[0] if len(parts) == 1 else g.op("Add", parts))
-    flat = [g.reshape(t, (k * k,)) for t in terms]
+        terms.append((parts[0] if len(parts) == 1 else g.op("Add", parts), 1))
+    flat = [g.reshape(t, (n * k * k,)) for t, n in terms]
     g.nodes.append(helper.make_node("Concat", flat, [OUTPUT], axis=0))
-    return _model(g, s.input_specs(), OUTPUT, s.n_terms() * k * k, "zkfp_terms", s.version)
+    return _model(g, s.input_specs(), OUTPUT, sum(n for _, n in terms) * k * k, "zkfp_terms", s.version)
 
 
 def _summed(g: _Graph, part, names: list[str]) -> str:
@@ -187,6 +197,39 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     return _model(g, io["inputs"], ENCODER_OUTPUT, L * s.m + T, "zkfp_encoder", s.version)
 
 
+def build_units_encoder_onnx(shape: CircuitShape, units: tuple[str, ...], P_head: np.ndarray,
+                             P_mlp: np.ndarray) -> onnx.ModelProto:
+    """The planned zkfp-fp/4 encoder (docs/fp4-plan.md, D6), not yet the spec's: one committed input
+    of per-head terms (`build_onnx(per_head=True)`'s order) for `units`, each "head" (its two terms,
+    A_h, B_h) or "mlp" (one term), and the prover's u_t. Every term is z-scored as in
+    `build_encoder_onnx`, then each head unit is projected by P_head (m_h × 2k(k−1)) and each MLP
+    unit by P_mlp (m_f × k(k−1)). Public: [y of the heads (m_h each), y of the MLPs (m_f each),
+    the checks (one a term)]. Rows are picked by constant-index Gathers, as the off-diagonal is."""
+    k, n = shape.k, len(off_diagonal(shape.k))
+    spans, t = [], 0
+    for u in units:
+        spans.append(range(t, t + (2 if u == "head" else 1)))
+        t += len(spans[-1])
+    heads = [i for u, span in zip(units, spans) if u == "head" for i in span]
+    mlps = [span[0] for u, span in zip(units, spans) if u == "mlp"]
+    g = _Graph()
+    M = _off_diagonal(g, g.reshape("partial0", (t, k * k)), k)
+    scaled = g.op("Div", [M, g.fconst(2.0 ** shape.term_shift)])
+    c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
+    z = g.einsum("ti,t->ti", c, g.op("Mul", [ROOT, ROOT]))
+    outs = []
+    for rows, P, per in ((heads, P_head, 2), (mlps, P_mlp, 1)):
+        if rows:
+            picked = g.reshape(g.op("Gather", [z, g.const(rows)], axis=0), (len(rows) // per, per, n))
+            y = g.einsum("mci,uci->um", g.fconst(np.asarray(P).reshape(len(P), per, n)), picked)
+            outs.append(g.reshape(y, (len(rows) // per * len(P),)))
+    outs.append(g.einsum("ti,ti->t", z, z))
+    g.nodes.append(helper.make_node("Concat", outs, [ENCODER_OUTPUT], axis=0))
+    n_out = len(heads) // 2 * len(P_head) + len(mlps) * len(P_mlp) + t
+    return _model(g, [("partial0", (t * k * k,)), (ROOT, (t,))], ENCODER_OUTPUT, n_out, "zkfp_units_encoder",
+                  shape.version)
+
+
 def build_part(part) -> onnx.ModelProto:
     """The ONNX model of one circuit of a plan (circuits.plan.Part)."""
     if part.kind == "terms":
@@ -194,9 +237,9 @@ def build_part(part) -> onnx.ModelProto:
     return {"sum": build_sum_onnx, "encoder": build_encoder_onnx}[part.kind](part)
 
 
-def reference_terms(shape: CircuitShape, inputs: list) -> np.ndarray:
+def reference_terms(shape: CircuitShape, inputs: list, per_head: bool = False) -> np.ndarray:
     """The terms computed in float by the terms circuit's own graph (onnx's reference evaluator)."""
     from onnx.reference import ReferenceEvaluator
 
     feeds = {name: np.asarray(a, dtype=np.float32) for (name, _), a in zip(shape.input_specs(), inputs)}
-    return np.asarray(ReferenceEvaluator(build_onnx(shape)).run(None, feeds)[0], dtype=np.float64)
+    return np.asarray(ReferenceEvaluator(build_onnx(shape, per_head)).run(None, feeds)[0], dtype=np.float64)

@@ -99,6 +99,86 @@ def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
     assert np.allclose(encode(u)[0], encode(np.sqrt(inv))[0]), "no sign of a term to flip: the factor is u²"
 
 
+def _per_layer(terms, shape, heads_first: int):
+    """Flat per-head terms → per layer, (heads, 2, k²) and the MLP term (k²)."""
+    kk, H = shape.k ** 2, shape.heads
+    rows = terms.reshape(len(shape.layers), heads_first * kk)
+    return rows[:, :2 * H * kk].reshape(-1, H, 2, kk), rows[:, 2 * H * kk:]
+
+
+def test_per_head_terms_graph_gives_the_fingerprints_heads_and_sums_to_the_spec_terms(embedded_inputs):
+    """The planned fp/4 terms graph (per-head outputs, docs/fp4-plan.md D2) computes the very heads
+    fingerprint.extract records, in its head order, and they add up to today's summed terms."""
+    import numpy as np
+
+    from circuits.graph import reference_terms
+    from fingerprint.extract import extract
+    from fingerprint.spec import off_diagonal
+
+    rel_dir, shape, inputs = embedded_inputs
+    per_head = reference_terms(shape, inputs, per_head=True)
+    heads, mlp = _per_layer(per_head, shape, 2 * shape.heads + 1)
+    summed = reference_terms(shape, inputs).reshape(len(shape.layers), 3, -1)
+    assert np.allclose(heads.sum(axis=1), summed[:, :2], rtol=1e-4, atol=1e-5 * np.abs(summed).max())
+    assert np.array_equal(mlp, summed[:, 2])
+
+    off = off_diagonal(shape.k)
+    z = heads[..., off]
+    z = (z - z.mean(-1, keepdims=True)) / z.std(-1, keepdims=True)
+    mine = z.reshape(len(shape.layers), shape.heads, -1)
+    ref = extract(rel_dir).layer_heads()
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    cos = np.einsum("lhn,lgn->lhg", unit(mine), unit(ref))  # every head against every recorded head of its layer
+    same = np.eye(shape.heads, dtype=bool)
+    assert cos[:, same].min() > 0.9999, cos
+    assert cos[:, ~same].max() < 0.99, "heads alike: the order check would prove nothing"
+
+
+def test_units_encoder_graph_projects_each_head_and_each_mlp(embedded_inputs):
+    """The planned fp/4 encoder, fed one layer's per-head terms and honest 1/σ: zscore(y) of each
+    head is zscore(P_head · that head's vector) and of the MLP zscore(P_mlp · its z-scored term),
+    every check 1; the layer split into two encoders gives the same values; a wrong 1/σ shows."""
+    import numpy as np
+    from onnx.reference import ReferenceEvaluator
+
+    from circuits.finish import zscore
+    from circuits.graph import build_units_encoder_onnx, reference_terms
+    from fingerprint.spec import off_diagonal
+
+    _, shape, inputs = embedded_inputs
+    H, off = shape.heads, off_diagonal(shape.k)
+    n = len(off)
+    layer = reference_terms(shape, inputs, per_head=True).reshape(len(shape.layers), 2 * H + 1, -1)[1]
+    c = layer[:, off] / 2.0 ** shape.term_shift
+    c = c - c.mean(axis=1, keepdims=True)
+    u = (1 / np.sqrt((c * c).sum(axis=1))) ** 0.5
+    g = np.random.default_rng(0)
+    P_head, P_mlp = g.standard_normal((256, 2 * n)), g.standard_normal((64, n))
+
+    def run(units, terms, roots):
+        model = build_units_encoder_onnx(shape, units, P_head, P_mlp)
+        out = ReferenceEvaluator(model).run(None, {"partial0": terms.reshape(-1).astype(np.float32),
+                                                   "root_inv_sigma": roots.astype(np.float32)})[0]
+        return np.asarray(out, dtype=np.float64)
+
+    out = run(("head",) * H + ("mlp",), layer, u)
+    y_heads, y_mlp, checks = out[:256 * H].reshape(H, 256), out[256 * H:256 * H + 64], out[256 * H + 64:]
+    assert len(checks) == 2 * H + 1 and np.abs(checks - 1).max() < 1e-4
+    z = np.stack([zscore(t) for t in layer[:, off]])
+    for h in range(H):
+        assert np.abs(zscore(y_heads[h]) - zscore(P_head @ z[2 * h:2 * h + 2].reshape(-1))).max() < 1e-3
+    assert np.abs(zscore(y_mlp) - zscore(P_mlp @ z[-1])).max() < 1e-3
+
+    first = run(("head", "head"), layer[:4], u[:4])
+    rest = run(("head", "head", "mlp"), layer[4:], u[4:])
+    assert np.allclose(first[:512], out[:512], atol=1e-4) and np.allclose(rest[:512], out[512:1024], atol=1e-4)
+    assert np.allclose(rest[512:576], y_mlp, atol=1e-4)
+
+    wrong = u.copy()
+    wrong[3] *= 1.01  # z_3 = c·u² grows by 1.01², its check z·z by 1.01⁴
+    assert abs(run(("head",) * H + ("mlp",), layer, wrong)[256 * H + 64 + 3] - 1.01 ** 4) < 1e-3
+
+
 def test_bundle_shapes_that_depart_from_the_spec_are_named():
     from dataclasses import replace
 
