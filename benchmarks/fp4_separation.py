@@ -14,8 +14,11 @@ local `heads` basis and today's proven v:
 - `units-m{M}`: the projected heads (M numbers a head), centred and matched as `heads` are
   (`fingerprint.heads`: each model's mean direction removed, heads matched per layer pair,
   layers aligned) — the comparison fp/4 would make on a bare bundle;
-- `units-m{M}+mlp`: the same with the MLP unit as one more unit of each layer, matched only to
+- `units+mlp-m{M}`: the same with the MLP unit as one more unit of each layer, matched only to
   the other model's MLP unit (a layer scores the sum of both ÷ √((H_a+1)(H_b+1)));
+- `summary-m{M}`: per layer zscore(P_s · [the mean of its head units, its MLP unit]), 64 numbers, compared
+  as v is: a compact rule anyone can apply to a proven fp/4 v, for identify to rank a large
+  registry on before rescoring its best entries on the units (plan, R8);
 - `v`: today's proven v (zkfp-fp/3), for reference.
 
 Per family: AUC, the lowest related and highest unrelated pair and their gap, and the verdicts
@@ -68,6 +71,14 @@ def units(fp, P_head: np.ndarray, P_mlp: np.ndarray) -> tuple[np.ndarray, np.nda
     return zscore_rows(fp.layer_heads() @ P_head.T), zscore_rows(mlp @ P_mlp.T)
 
 
+def summary(u: tuple[np.ndarray, np.ndarray], m: int = spec.M_DIM) -> np.ndarray:
+    """(L, m): each layer's mean head unit and its MLP unit, projected by one seeded P_s and z-scored."""
+    heads, mlp = u
+    x = np.concatenate([heads.mean(axis=1), mlp], axis=1)
+    P_s = np.random.default_rng(SEED - 1).standard_normal((m, x.shape[1])) / math.sqrt(x.shape[1])
+    return zscore_rows(x @ P_s.T)
+
+
 def centred_units(u: np.ndarray) -> np.ndarray:
     """`heads.centred` for projected units: the model's one mean direction over all its heads
     projected out (a projection mixes a head's two terms, so they cannot be centred apart)."""
@@ -97,7 +108,7 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
         fp = extract(m["path"], token_ids=ids[m.get("tokens", "bpe")])
         feats[m["name"]] = {"fp": fp, **{M: units(fp, *projections(M)) for M in m_heads}}
     log(f"fingerprinted {len(models)} models in {time.time() - t:.0f} s")
-    bases = ["heads", "v"] + [f"units-m{M}{x}" for M in m_heads for x in ("", "+mlp")]
+    bases = ["heads", "v"] + [f"{b}-m{M}" for M in m_heads for b in ("units", "units+mlp", "summary")]
     pairs = []
     for a, b in itertools.combinations(models, 2):
         if a["family"] != b["family"] or a.get("tokens", "bpe") != b.get("tokens", "bpe"):
@@ -110,7 +121,9 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
         for M in m_heads:
             for with_mlp in (False, True):
                 S = unit_similarities(fa[M], fb[M], with_mlp)
-                row[f"units-m{M}{'+mlp' if with_mlp else ''}"] = float(C.aligned_scores(S[None])[0])
+                row[f"units{'+mlp' if with_mlp else ''}-m{M}"] = float(C.aligned_scores(S[None])[0])
+            S = C.layer_similarities(summary(fa[M])[None], summary(fb[M]))
+            row[f"summary-m{M}"] = float(C.aligned_scores(S)[0])
         pairs.append(row)
     return pairs, bases
 
