@@ -1,14 +1,15 @@
 """What the planned proven per-head fingerprint (zkfp-fp/4, docs/fp4-plan.md) would separate.
 
     python benchmarks/fp4_separation.py --zoo DIR [--families llama gpt2 llama-tied] [--populations]
-        [--m-head 64 256] [--out RESULTS.json]
+        [--scale MODELS_DIR ...] [--m-head 64 256] [--out RESULTS.json]
 
 fp/4's v holds, per layer, one vector per attention head — zscore(P_head · the head's 480
 z-scored off-diagonal numbers, `fingerprint.heads`) — and one for the MLP — zscore(P_mlp · its
 240). What a proof can publish is these projections, not the heads themselves, so this scores
 the projected units on the zoo (`benchmarks/zoo_build.py`) and, with `--populations`, the
-populations of `benchmarks/null_populations.py` (trained on first use, 26 min), beside today's
-local `heads` basis and today's proven v:
+populations of `benchmarks/null_populations.py` (trained on first use, 26 min) and, with `--scale`,
+the populations `benchmarks/scale_population.py --out MODELS_DIR` trained (hidden 256), beside
+today's local `heads` basis and today's proven v:
 
 - `heads`: today's per-head vectors as `zkfp compare` scores them (unprojected, not proven);
 - `units-m{M}`: the projected heads (M numbers a head), centred and matched as `heads` are
@@ -34,6 +35,7 @@ import argparse
 import itertools
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -99,6 +101,17 @@ def unit_similarities(a, b, with_mlp: bool) -> np.ndarray:
     return (S * math.sqrt(Ha * Hb) + mlp_cos) / math.sqrt((Ha + 1) * (Hb + 1))
 
 
+def scale_models(out: Path) -> list[dict]:
+    """The models of one scale_population.py population, named `{family}-h{H}-L{L}-s{seed}[-child]`."""
+    models = []
+    for p in sorted(x for x in out.iterdir() if (x / "config.json").is_file()):
+        family = max((f for f in FAMILIES if p.name.startswith(f + "-")), key=len)
+        population, root = re.match(rf"{re.escape(family)}-(h\d+-L\d+)", p.name), re.match(r".*-s\d+", p.name)
+        models.append(dict(name=p.name, family=family, population=population.group(1), root=root.group(0),
+                           tokens="bpe", path=p))
+    return models
+
+
 def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], list[str]]:
     from fingerprint.extract import extract
 
@@ -150,6 +163,7 @@ def main(argv=None) -> int:
     ap.add_argument("--zoo", required=True, help="the zoo folder (benchmarks/zoo_build.py; built if missing)")
     ap.add_argument("--families", nargs="+", default=list(DEFAULT_FAMILIES), choices=sorted(FAMILIES))
     ap.add_argument("--populations", action="store_true", help="add null_populations.py's populations")
+    ap.add_argument("--scale", nargs="*", default=[], metavar="MODELS_DIR", help="scale_population.py --out folders")
     ap.add_argument("--m-head", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--out", help="write every pair's scores and the summaries here (JSON)")
     args = ap.parse_args(argv)
@@ -160,10 +174,12 @@ def main(argv=None) -> int:
 
         names = {m["name"] for m in models}
         models += [m for m in build_populations(zdir, tuple(args.families)) if m["name"] not in names]
+    for out in args.scale:
+        models += [m for m in scale_models(Path(out)) if m["family"] in args.families]
     pairs, bases = score_pairs(models, args.m_head)
     summary = {}
     for fam in args.families:
-        for pool in ("zoo",) + (("pool",) if args.populations else ()):
+        for pool in ("zoo",) + (("pool",) if args.populations or args.scale else ()):
             s = summary[f"{fam}/{pool}"] = summarise(pairs, bases, fam, zoo_only=pool == "zoo")
             log(f"\n{fam}, {'zoo pairs' if pool == 'zoo' else 'zoo and populations pooled'}; thresholds by "
                 f"fingerprint_zoo.rule on these pairs")
