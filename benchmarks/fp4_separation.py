@@ -19,7 +19,8 @@ today's local `heads` basis and today's proven v:
   the other model's MLP unit (a layer scores the sum of both ÷ √((H_a+1)(H_b+1)));
 - `summary-m{M}`: per layer zscore(P_s · [the mean of its head units, its MLP unit]), 64 numbers, compared
   as v is: a compact rule anyone can apply to a proven fp/4 v, for identify to rank a large
-  registry on before rescoring its best entries on the units (plan, R8);
+  registry on before rescoring its best entries on the units (plan, R8); `summary-c-m{M}` the
+  same of the centred heads;
 - `v`: today's proven v (zkfp-fp/3), for reference.
 
 Per family: AUC, the lowest related and highest unrelated pair and their gap, and the verdicts
@@ -81,6 +82,12 @@ def summary(u: tuple[np.ndarray, np.ndarray], m: int = spec.M_DIM) -> np.ndarray
     return zscore_rows(x @ P_s.T)
 
 
+def summary_centred(u: tuple[np.ndarray, np.ndarray], m: int = spec.M_DIM) -> np.ndarray:
+    """`summary` of the heads once centred (each layer's mean head less the model's): what a layer's
+    heads share beyond what all the model's heads share."""
+    return summary((centred_units(u[0]), u[1]), m)
+
+
 def centred_units(u: np.ndarray) -> np.ndarray:
     """`heads.centred` for projected units: the model's one mean direction over all its heads
     projected out (a projection mixes a head's two terms, so they cannot be centred apart)."""
@@ -121,7 +128,7 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
         fp = extract(m["path"], token_ids=ids[m.get("tokens", "bpe")])
         feats[m["name"]] = {"fp": fp, **{M: units(fp, *projections(M)) for M in m_heads}}
     log(f"fingerprinted {len(models)} models in {time.time() - t:.0f} s")
-    bases = ["heads", "v"] + [f"{b}-m{M}" for M in m_heads for b in ("units", "units+mlp", "summary")]
+    bases = ["heads", "v"] + [f"{b}-m{M}" for M in m_heads for b in ("units", "units+mlp", "summary", "summary-c")]
     pairs = []
     for a, b in itertools.combinations(models, 2):
         if a["family"] != b["family"] or a.get("tokens", "bpe") != b.get("tokens", "bpe"):
@@ -135,8 +142,9 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
             for with_mlp in (False, True):
                 S = unit_similarities(fa[M], fb[M], with_mlp)
                 row[f"units{'+mlp' if with_mlp else ''}-m{M}"] = float(C.aligned_scores(S[None])[0])
-            S = C.layer_similarities(summary(fa[M])[None], summary(fb[M]))
-            row[f"summary-m{M}"] = float(C.aligned_scores(S)[0])
+            for name, rule_ in (("summary", summary), ("summary-c", summary_centred)):
+                S = C.layer_similarities(rule_(fa[M])[None], rule_(fb[M]))
+                row[f"{name}-m{M}"] = float(C.aligned_scores(S)[0])
         pairs.append(row)
     return pairs, bases
 
@@ -156,6 +164,25 @@ def summarise(pairs: list[dict], bases: list[str], fam: str, zoo_only: bool) -> 
                       "thresholds": [t["related"], t["unrelated"]], "verdicts": verdicts,
                       "n": [len(pos), len(neg)]}
     return out
+
+
+def parent_ranks(pairs: list[dict], basis: str, fam: str) -> list[int]:
+    """Identify on a registry of the family's roots (models named …-s<seed>): for every derivative,
+    the rank (1 = best) of its own root among all the roots it is scored against on `basis` — how
+    many entries identify must rescore for the parent to be among them (scores taken as symmetric)."""
+    is_root = lambda name: re.search(r"-s\d+$", name) is not None  # noqa: E731
+    scores: dict[str, list[tuple[float, bool]]] = {}
+    for p in pairs:
+        if p["family"] != fam:
+            continue
+        for me, other in ((p["published"], p["suspect"]), (p["suspect"], p["published"])):
+            if is_root(other) and not is_root(me):
+                scores.setdefault(me, []).append((p[basis], p["related"]))
+    ranks = []
+    for row in scores.values():
+        order = sorted(row, key=lambda x: -x[0])
+        ranks.append(1 + next(i for i, (_, rel) in enumerate(order) if rel))
+    return ranks
 
 
 def main(argv=None) -> int:
@@ -192,6 +219,13 @@ def main(argv=None) -> int:
                 log(f"| {basis} | {r['auc']:.4f} | {r['related_min']:.1f} | {r['unrelated_max']:.1f} | {r['gap']:.1f} | "
                     f"{r['null'][0]:.1f} ± {r['null'][1]:.1f} | {r['thresholds'][0]:.0f} / {r['thresholds'][1]:.0f} | "
                     f"{vr} | {vu} |")
+    log("\nidentify on a registry of each family's roots: the rank of each derivative's own root (identify "
+        "rescores the best 16 on the units): the worst rank, and how many derivatives rank it below 1st / 4th / 16th")
+    for fam in args.families:
+        for basis in bases:
+            r = np.array(parent_ranks(pairs, basis, fam))
+            log(f"  {fam:10s} {basis:18s} max {r.max():3d}; > 1: {(r > 1).sum():3d}, > 4: {(r > 4).sum():3d}, "
+                f"> 16: {(r > 16).sum():3d} of {len(r)}")
     if args.out:
         Path(args.out).write_text(json.dumps({"m_head": args.m_head, "summary": summary, "pairs": pairs}, indent=1))
     return 0

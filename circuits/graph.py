@@ -177,6 +177,14 @@ def build_sum_onnx(part) -> onnx.ModelProto:
     return _model(g, io["inputs"], OUTPUT, n_out, "zkfp_sum", part.shape.version)
 
 
+def _normalised(g: _Graph, M: str, shift: int) -> str:
+    """(T, n) off-diagonal terms → z_t = (M_t − mean M_t)/2^shift · u_t² (see the module docstring)."""
+    scaled = g.op("Div", [M, g.fconst(2.0 ** shift)])
+    c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
+    s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
+    return g.einsum("ti,t->ti", c, s_t)
+
+
 def build_encoder_onnx(part) -> onnx.ModelProto:
     """An encoder circuit's ONNX model (see the module docstring): every layer's, or those of
     `part.layers` when the model's encoder is split by groups of layers (circuits.plan)."""
@@ -186,11 +194,7 @@ def build_encoder_onnx(part) -> onnx.ModelProto:
     P = load_projection(s.k, s.m).reshape(s.m, 3, n)  # one projection for every layer
     io = part.committed_io()
     g = _Graph()
-    M = _off_diagonal(g, _summed(g, part, [nm for nm, _ in io["inputs"][:-1]]), s.k)
-    scaled = g.op("Div", [M, g.fconst(2.0 ** s.term_shift)])
-    c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
-    s_t = g.op("Mul", [ROOT, ROOT])  # 1/σ_t = u_t², never negative: no sign of a term to flip
-    z = g.einsum("ti,t->ti", c, s_t)
+    z = _normalised(g, _off_diagonal(g, _summed(g, part, [nm for nm, _ in io["inputs"][:-1]]), s.k), s.term_shift)
     y = g.reshape(g.einsum("mci,lci->lm", g.fconst(P), g.reshape(z, (L, 3, n))), (L * s.m,))
     check = g.einsum("ti,ti->t", z, z)
     g.nodes.append(helper.make_node("Concat", [y, check], [ENCODER_OUTPUT], axis=0))
@@ -205,6 +209,8 @@ def build_units_encoder_onnx(shape: CircuitShape, units: tuple[str, ...], P_head
     `build_encoder_onnx`, then each head unit is projected by P_head (m_h × 2k(k−1)) and each MLP
     unit by P_mlp (m_f × k(k−1)). Public: [y of the heads (m_h each), y of the MLPs (m_f each),
     the checks (one a term)]. Rows are picked by constant-index Gathers, as the off-diagonal is."""
+    if not units or set(units) - {"head", "mlp"}:
+        raise ValueError(f"units must be 'head' or 'mlp', not {units!r}")
     k, n = shape.k, len(off_diagonal(shape.k))
     spans, t = [], 0
     for u in units:
@@ -213,10 +219,7 @@ def build_units_encoder_onnx(shape: CircuitShape, units: tuple[str, ...], P_head
     heads = [i for u, span in zip(units, spans) if u == "head" for i in span]
     mlps = [span[0] for u, span in zip(units, spans) if u == "mlp"]
     g = _Graph()
-    M = _off_diagonal(g, g.reshape("partial0", (t, k * k)), k)
-    scaled = g.op("Div", [M, g.fconst(2.0 ** shape.term_shift)])
-    c = g.op("Sub", [scaled, g.op("ReduceMean", [scaled], axes=[1], keepdims=1)])
-    z = g.einsum("ti,t->ti", c, g.op("Mul", [ROOT, ROOT]))
+    z = _normalised(g, _off_diagonal(g, g.reshape("partial0", (t, k * k)), k), shape.term_shift)
     outs = []
     for rows, P, per in ((heads, P_head, 2), (mlps, P_mlp, 1)):
         if rows:

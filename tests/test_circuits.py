@@ -177,6 +177,8 @@ def test_units_encoder_graph_projects_each_head_and_each_mlp(embedded_inputs):
     wrong = u.copy()
     wrong[3] *= 1.01  # z_3 = c·u² grows by 1.01², its check z·z by 1.01⁴
     assert abs(run(("head",) * H + ("mlp",), layer, wrong)[256 * H + 64 + 3] - 1.01 ** 4) < 1e-3
+    with pytest.raises(ValueError, match="'head' or 'mlp'"):
+        build_units_encoder_onnx(shape, ("heads",), P_head, P_mlp)
 
 
 def test_bundle_shapes_that_depart_from_the_spec_are_named():
