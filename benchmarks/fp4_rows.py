@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 
-def release_terms(model_dir: Path, tmp: Path, per_head: bool):
-    """(shape, per-head or summed terms) of a model's Taylor release, from the circuit's own graph."""
+def release_terms(model_dir: Path, tmp: Path):
+    """(shape, per-head terms) of a model's Taylor release, from the circuit's own graph."""
     import taylor
     from circuits.graph import reference_terms
     from circuits.inputs import Release, release_inputs, shape_of
@@ -40,7 +40,7 @@ def release_terms(model_dir: Path, tmp: Path, per_head: bool):
     rel = Release(rel_dir)
     shape = shape_of(rel, spec.K_TOKENS, spec.M_DIM)
     inputs = release_inputs(rel, shape, spec.select_tokens(rel.vocab(), shape.k))
-    return shape, inputs, reference_terms(shape, inputs, per_head=per_head)
+    return shape, reference_terms(shape, inputs, per_head=True)
 
 
 def layout(onnx_model, part, tmp: Path, runs: int) -> tuple[int, int, float]:
@@ -85,7 +85,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="zkfp-fp4-") as d:
         tmp = Path(d)
-        shape, _, per_head = release_terms(embedded.path(), tmp, per_head=True)
+        shape, per_head = release_terms(embedded.path(), tmp)
         H, n = shape.heads, len(off_diagonal(shape.k))
         encoder = Part("encoder", shape, (tuple(range(shape.n_terms())),))
         print(f"embedded release: k = {shape.k}, {H} heads, {shape.kv_heads} KV heads, {len(shape.layers)} layers; "
@@ -112,7 +112,7 @@ def main() -> None:
         lo, hi = TERM_STD_RANGE
         print(f"\nterm standard deviations (the encoder's window: {lo:.3g} to {hi:.3g})")
         named = [("embedded", shape, per_head)] + [
-            (Path(m).name, *release_terms(Path(m), tmp, per_head=True)[::2]) for m in args.models]
+            (Path(m).name, *release_terms(Path(m), tmp)) for m in args.models]
         for name, s, terms in named:
             head_std, sum_std, mlp_std = term_stds(s, terms)
             outside = int(((head_std < lo) | (head_std > hi)).sum())

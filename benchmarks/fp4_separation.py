@@ -33,6 +33,7 @@ every head and one for every MLP, as the plan's D1 says.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -74,38 +75,36 @@ def units(fp, P_head: np.ndarray, P_mlp: np.ndarray) -> tuple[np.ndarray, np.nda
     return zscore_rows(fp.layer_heads() @ P_head.T), zscore_rows(mlp @ P_mlp.T)
 
 
+@functools.lru_cache(maxsize=None)
+def summary_projection(m: int, n: int) -> np.ndarray:
+    """P_s (m × n), one seeded draw for every model."""
+    return np.random.default_rng(SEED - 1).standard_normal((m, n)) / math.sqrt(n)
+
+
 def summary(u: tuple[np.ndarray, np.ndarray], m: int = spec.M_DIM) -> np.ndarray:
     """(L, m): each layer's mean head unit and its MLP unit, projected by one seeded P_s and z-scored."""
     heads, mlp = u
     x = np.concatenate([heads.mean(axis=1), mlp], axis=1)
-    P_s = np.random.default_rng(SEED - 1).standard_normal((m, x.shape[1])) / math.sqrt(x.shape[1])
-    return zscore_rows(x @ P_s.T)
+    return zscore_rows(x @ summary_projection(m, x.shape[1]).T)
 
 
 def summary_centred(u: tuple[np.ndarray, np.ndarray], m: int = spec.M_DIM) -> np.ndarray:
     """`summary` of the heads once centred (each layer's mean head less the model's): what a layer's
     heads share beyond what all the model's heads share."""
-    return summary((centred_units(u[0]), u[1]), m)
-
-
-def centred_units(u: np.ndarray) -> np.ndarray:
-    """`heads.centred` for projected units: the model's one mean direction over all its heads
-    projected out (a projection mixes a head's two terms, so they cannot be centred apart)."""
-    u = u.reshape(*u.shape[:2], 1, -1)
-    mean = u.reshape(-1, u.shape[-1]).mean(axis=0)
-    u = u - (u @ (mean / np.linalg.norm(mean)))[..., None] * (mean / np.linalg.norm(mean))
-    u = u.reshape(*u.shape[:2], -1)
-    return u / np.linalg.norm(u, axis=-1, keepdims=True)
+    return summary((Hd.centred(u[0], terms=1), u[1]), m)
 
 
 def unit_similarities(a, b, with_mlp: bool) -> np.ndarray:
     (ha, ma), (hb, mb) = a, b
-    S = Hd.matched_similarities(centred_units(ha), centred_units(hb))
+    S = Hd.matched_similarities(Hd.centred(ha, terms=1), Hd.centred(hb, terms=1))
     if not with_mlp:
         return S
     Ha, Hb = ha.shape[1], hb.shape[1]
     mlp_cos = 100.0 * (ma / np.linalg.norm(ma, axis=-1, keepdims=True)) @ (mb / np.linalg.norm(mb, axis=-1, keepdims=True)).T
     return (S * math.sqrt(Ha * Hb) + mlp_cos) / math.sqrt((Ha + 1) * (Hb + 1))
+
+
+SUMMARIES = (("summary", summary), ("summary-c", summary_centred))
 
 
 def scale_models(out: Path) -> list[dict]:
@@ -126,7 +125,8 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
     feats, t = {}, time.time()
     for m in models:
         fp = extract(m["path"], token_ids=ids[m.get("tokens", "bpe")])
-        feats[m["name"]] = {"fp": fp, **{M: units(fp, *projections(M)) for M in m_heads}}
+        feats[m["name"]] = f = {"fp": fp, **{M: units(fp, *projections(M)) for M in m_heads}}
+        f.update({(name, M): rule_(f[M]) for M in m_heads for name, rule_ in SUMMARIES})
     log(f"fingerprinted {len(models)} models in {time.time() - t:.0f} s")
     bases = ["heads", "v"] + [f"{b}-m{M}" for M in m_heads for b in ("units", "units+mlp", "summary", "summary-c")]
     pairs = []
@@ -142,8 +142,8 @@ def score_pairs(models: list[dict], m_heads: list[int]) -> tuple[list[dict], lis
             for with_mlp in (False, True):
                 S = unit_similarities(fa[M], fb[M], with_mlp)
                 row[f"units{'+mlp' if with_mlp else ''}-m{M}"] = float(C.aligned_scores(S[None])[0])
-            for name, rule_ in (("summary", summary), ("summary-c", summary_centred)):
-                S = C.layer_similarities(rule_(fa[M])[None], rule_(fb[M]))
+            for name, _ in SUMMARIES:
+                S = C.layer_similarities(fa[name, M][None], fb[name, M])
                 row[f"{name}-m{M}"] = float(C.aligned_scores(S)[0])
         pairs.append(row)
     return pairs, bases

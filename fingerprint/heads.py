@@ -28,14 +28,15 @@ import numpy as np
 TERMS_PER_HEAD = 2  # A_h, B_h
 
 
-def centred(heads: np.ndarray) -> np.ndarray:
-    """(L, H, 2n) z-scored head vectors → each term's half with the model's mean direction of
+def centred(heads: np.ndarray, terms: int = TERMS_PER_HEAD) -> np.ndarray:
+    """(L, H, terms·n) z-scored head vectors → each term's part with the model's mean direction of
     that term (over all its layers and heads) projected out, then each head vector scaled to unit
-    norm: what is left is how the model's heads differ from one another."""
+    norm: what is left is how the model's heads differ from one another. (`terms` = 1 for vectors
+    that mix a head's terms, as a projection of them does.)"""
     heads = np.array(heads, dtype=np.float64)
-    n = heads.shape[-1] // TERMS_PER_HEAD
+    n = heads.shape[-1] // terms
     shared = heads.shape[0] * heads.shape[1] > 1  # a single head has nothing to set it against
-    for t in range(TERMS_PER_HEAD if shared else 0):
+    for t in range(terms if shared else 0):
         part = heads[..., t * n:(t + 1) * n]
         mean = part.reshape(-1, n).mean(axis=0)
         norm = np.linalg.norm(mean)

@@ -99,10 +99,10 @@ def test_encoder_graph_computes_the_spec_encoder(embedded_inputs):
     assert np.allclose(encode(u)[0], encode(np.sqrt(inv))[0]), "no sign of a term to flip: the factor is u²"
 
 
-def _per_layer(terms, shape, heads_first: int):
+def _per_layer(terms, shape):
     """Flat per-head terms → per layer, (heads, 2, k²) and the MLP term (k²)."""
     kk, H = shape.k ** 2, shape.heads
-    rows = terms.reshape(len(shape.layers), heads_first * kk)
+    rows = terms.reshape(len(shape.layers), (2 * H + 1) * kk)
     return rows[:, :2 * H * kk].reshape(-1, H, 2, kk), rows[:, 2 * H * kk:]
 
 
@@ -117,7 +117,7 @@ def test_per_head_terms_graph_gives_the_fingerprints_heads_and_sums_to_the_spec_
 
     rel_dir, shape, inputs = embedded_inputs
     per_head = reference_terms(shape, inputs, per_head=True)
-    heads, mlp = _per_layer(per_head, shape, 2 * shape.heads + 1)
+    heads, mlp = _per_layer(per_head, shape)
     summed = reference_terms(shape, inputs).reshape(len(shape.layers), 3, -1)
     assert np.allclose(heads.sum(axis=1), summed[:, :2], rtol=1e-4, atol=1e-5 * np.abs(summed).max())
     assert np.array_equal(mlp, summed[:, 2])
